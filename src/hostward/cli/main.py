@@ -1,0 +1,124 @@
+"""``hostward`` entry point: builds the command tree and turns every failure into one line on stderr.
+
+Commands live in modules by concern (manager, agent, auth, servers/protection, quotas, scans, alarms,
+policies, up); this module only assembles them. ``--debug`` (anywhere on the line, or
+``HOSTWARD_DEBUG=1``) shows the traceback instead of the one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import typer
+
+from hostward import __version__
+from hostward.cli.errors import CliError
+from hostward.core.errors import ConfigError, HostwardError
+
+EXIT_CONFIG = 2
+
+
+@dataclass
+class State:
+    """Options of the root command, shared with subcommands through ``ctx.obj``."""
+
+    debug: bool = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"hostward {__version__}\n")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    """The full command tree (built on demand: importing this module registers nothing)."""
+    from hostward.cli import (
+        agent_cmds,
+        alarms_cmds,
+        auth_cmds,
+        manager_cmds,
+        policies_cmds,
+        quotas_cmds,
+        scans_cmds,
+        servers_cmds,
+        up_cmd,
+    )
+
+    app = typer.Typer(
+        name="hostward",
+        help="hostward: host security manager and agent.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ) -> None:
+        """hostward: host security manager and agent."""
+        state = ctx.ensure_object(State)
+        state.debug = state.debug or debug
+
+    app.add_typer(manager_cmds.app, name="manager")
+    app.command("up")(up_cmd.up)
+    app.command("login")(auth_cmds.login)
+    app.command("logout")(auth_cmds.logout)
+    app.add_typer(auth_cmds.token_app, name="token")
+    app.add_typer(agent_cmds.app, name="agent")
+    app.add_typer(servers_cmds.servers_app, name="servers")
+    app.add_typer(quotas_cmds.app, name="quotas")
+    app.add_typer(servers_cmds.protection_app, name="protection")
+    app.add_typer(scans_cmds.app, name="scans")
+    app.add_typer(alarms_cmds.alarms_app, name="alarms")
+    app.add_typer(policies_cmds.app, name="policies")
+    app.add_typer(alarms_cmds.whitelists_app, name="whitelists")
+    return app
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split()) or "unknown error"
+
+
+def _fail(state: State, message: str, exit_code: int) -> None:
+    if state.debug:
+        traceback.print_exc()
+    sys.stderr.write(f"error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    raise SystemExit(exit_code)
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Run one command line; exits the process (``SystemExit``) with the command's status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    state = State(debug=os.environ.get("HOSTWARD_DEBUG", "") not in ("", "0"))
+    # --debug is accepted anywhere on the line, not only before the subcommand, because that is where
+    # people add it when a command has just failed.
+    if "--debug" in args:
+        state.debug = True
+        args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(build_app())
+    try:
+        command.main(args=args, prog_name="hostward", obj=state)
+    except CliError as exc:
+        _fail(state, exc.message, exc.exit_code)
+    except ConfigError as exc:
+        _fail(state, exc.message, EXIT_CONFIG)
+    except HostwardError as exc:
+        _fail(state, exc.message, 1)
+    except Exception as exc:
+        _fail(state, f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+
+
+def main() -> None:
+    """Console-script entry point (``hostward``)."""
+    run()

@@ -1,0 +1,107 @@
+"""``hostward manager init|serve``: set up a data directory and run the manager from it."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import typer
+
+from hostward.cli.output import say
+from hostward.core.errors import ConfigError
+
+app = typer.Typer(help="Set up and run the manager.", no_args_is_help=True)
+
+ADMIN_PASSWORD_ENV = "HOSTWARD_ADMIN_PASSWORD"
+
+
+@app.command("init")
+def init(
+    data_dir: Path = typer.Option(..., "--data-dir", help="State directory (database, CA, manager.toml)."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="SQLAlchemy URL (PostgreSQL); default: SQLite file in the data dir."
+    ),
+    listen: str | None = typer.Option(None, "--listen", help="Console + API HOST:PORT (default 127.0.0.1:8443)."),
+    agent_listen: str | None = typer.Option(
+        None, "--agent-listen", help="Agent channel HOST:PORT (default 0.0.0.0:10180)."
+    ),
+    agent_url: str | None = typer.Option(
+        None, "--agent-url", help="URL agents use to reach the agent channel (default: from --agent-listen)."
+    ),
+) -> None:
+    """Create the data dir, config, database, CA and admin user (idempotent).
+
+    The admin password is HOSTWARD_ADMIN_PASSWORD when set; otherwise one is generated and printed once.
+    """
+    from hostward.manager.bootstrap import init_manager
+
+    env_password = os.environ.get(ADMIN_PASSWORD_ENV) or None
+    result = init_manager(
+        data_dir,
+        database_url=database_url,
+        listen=listen,
+        agent_listen=agent_listen,
+        agent_url=agent_url,
+        admin_password=env_password,
+    )
+    if result.created:
+        say(f"initialised the manager in {data_dir}")
+    else:
+        say(f"the manager in {data_dir} was already initialised (nothing overwritten)")
+    if result.admin_password is not None:
+        if env_password is not None:
+            say(f"admin user: admin (password from {ADMIN_PASSWORD_ENV})")
+        else:
+            say("admin user: admin")
+            say(f"admin password: {result.admin_password}")
+            say("(shown once: store it now)")
+
+
+def _check_plain_http(path: Path, listen: str) -> None:
+    from hostward.manager.settings import split_host_port
+
+    host, _ = split_host_port(listen)
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(str(path), "plain_http", f"plain HTTP is allowed only on loopback, listen is {listen}")
+
+
+@app.command("serve")
+def serve(
+    data_dir: Path = typer.Option(..., "--data-dir", help="Directory created by `hostward manager init`."),
+    listen: str | None = typer.Option(None, "--listen", help="Console + API HOST:PORT (overrides manager.toml)."),
+    agent_listen: str | None = typer.Option(
+        None, "--agent-listen", help="Agent channel HOST:PORT (overrides manager.toml)."
+    ),
+    plain_http: bool = typer.Option(
+        False, "--plain-http", help="Serve the console/API over plain HTTP (loopback addresses only)."
+    ),
+    database_url: str | None = typer.Option(None, "--database-url", help="Overrides manager.toml."),
+) -> None:
+    """Run the manager (console, REST API, agent channel, scheduler) until interrupted."""
+    from hostward.manager.settings import CONFIG_NAME, load_settings
+
+    config_path = data_dir / CONFIG_NAME
+    if not data_dir.is_dir():
+        raise ConfigError(
+            str(data_dir), "data_dir", f"does not exist: run `hostward manager init --data-dir {data_dir}`"
+        )
+    settings = load_settings(
+        data_dir,
+        listen=listen,
+        agent_listen=agent_listen,
+        plain_http=True if plain_http else None,
+        database_url=database_url,
+    )
+    if settings.plain_http:
+        _check_plain_http(config_path, settings.listen)
+
+    from hostward.manager.serve import serve as run_manager
+
+    run_manager(settings)

@@ -1,0 +1,1 @@
+"""Tiny stdlib-only leaves shared by manager, agent and CLI."""

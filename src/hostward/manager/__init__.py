@@ -1,0 +1,1 @@
+"""The hostward manager: REST API, console, agent channel, scheduler."""

@@ -1,0 +1,39 @@
+"""Imports every ORM model so that metadata (and Alembic) sees all tables."""
+
+from hostward.manager.agentlink.models import AgentCommand, AgentCredential, EnrollmentToken, IngestedEvent
+from hostward.manager.alarms.models import Alarm, AlarmWhitelistRule
+from hostward.manager.audit.models import AuditRecord
+from hostward.manager.auth.models import ApiToken, LoginAttempt, User
+from hostward.manager.db.base import Base
+from hostward.manager.policies.models import Policy, PolicyGroup
+from hostward.manager.quotas.models import Quota
+from hostward.manager.regions.models import Region
+from hostward.manager.scans.models import Scan
+from hostward.manager.scheduler.models import Job, PeriodicTask
+from hostward.manager.servers.models import AssetSnapshotRow, Server, ServerGroup
+from hostward.manager.settings_store.models import GlobalSetting
+
+__all__ = [
+    "AgentCommand",
+    "AgentCredential",
+    "Alarm",
+    "AlarmWhitelistRule",
+    "ApiToken",
+    "AssetSnapshotRow",
+    "AuditRecord",
+    "Base",
+    "EnrollmentToken",
+    "GlobalSetting",
+    "IngestedEvent",
+    "Job",
+    "LoginAttempt",
+    "PeriodicTask",
+    "Policy",
+    "PolicyGroup",
+    "Quota",
+    "Region",
+    "Scan",
+    "Server",
+    "ServerGroup",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""Protection: enabling/disabling an edition on servers by binding quotas; status derivation."""

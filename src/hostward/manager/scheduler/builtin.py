@@ -1,0 +1,66 @@
+"""The manager's built-in periodic tasks and job kinds, listed explicitly.
+
+Domain services are imported when a task runs, not when this module is imported, so building the
+registry has no side effects and does not pull every domain in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from hostward.manager.scheduler.registry import Registry
+from hostward.manager.settings import ManagerSettings
+
+AGENT_STATUS_SWEEP_S = 5
+QUOTA_STATUS_REFRESH_S = 60
+SCAN_TIMEOUTS_S = 30
+DAILY_SCANS_S = 60
+RETENTION_S = 3600
+
+
+def agent_status_sweep(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Servers whose heartbeats stopped go offline (and their protection to protection_exception)."""
+    from hostward.manager.agentlink.service import sweep_agent_status
+
+    return sweep_agent_status(session, now, settings)
+
+
+def quota_status_refresh(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Quotas move to expired / frozen as their expiry and grace period pass."""
+    from hostward.manager.quotas.service import refresh_quota_statuses
+
+    return refresh_quota_statuses(session, now, settings.quota_grace_days, settings)
+
+
+def scan_timeouts(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Queued or running scans past their deadline become timed_out."""
+    from hostward.manager.scans.service import expire_scans
+
+    return expire_scans(session, now)
+
+
+def daily_scans(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Queue each protected server's daily full scan when its slot in the scan window comes."""
+    from hostward.manager.scans.service import plan_daily_scans
+
+    return plan_daily_scans(session, now, settings)
+
+
+def retention(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Delete expired alarms, idempotency keys, login attempts, finished jobs and commands."""
+    from hostward.manager.scheduler.retention import purge_expired
+
+    return purge_expired(session, now, settings)
+
+
+def builtin_registry() -> Registry:
+    """A registry holding every built-in periodic task (the manager defines no job kinds yet)."""
+    registry = Registry()
+    registry.add_periodic("agent_status_sweep", AGENT_STATUS_SWEEP_S, agent_status_sweep)
+    registry.add_periodic("quota_status_refresh", QUOTA_STATUS_REFRESH_S, quota_status_refresh)
+    registry.add_periodic("scan_timeouts", SCAN_TIMEOUTS_S, scan_timeouts)
+    registry.add_periodic("daily_scans", DAILY_SCANS_S, daily_scans)
+    registry.add_periodic("retention", RETENTION_S, retention)
+    return registry

@@ -1,0 +1,1 @@
+"""Global switches stored in the database (auto-bind, isolate-and-kill, ...)."""
