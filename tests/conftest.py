@@ -107,9 +107,7 @@ def pg_url() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
@@ -155,4 +153,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped and session.exitstatus == 0:
         session.exitstatus = 1
         if reporter:
-            reporter.write_line(f"HOSTWARD_NO_SKIPS=1: {skipped} test(s) skipped -> failing the run", red=True)
+            reporter.write_line(
+                f"HOSTWARD_NO_SKIPS=1: {skipped} test(s) skipped -> failing the run", red=True
+            )

@@ -16,11 +16,19 @@ from hostward.wire import AlarmEvent
 from tests.fakes.servers import enrolled_server
 
 
-def _event(key: str, user: str = "eve", uid: int = 1001, cls: str = "user_1001", **evidence: object) -> AlarmEvent:
+def _event(
+    key: str, user: str = "eve", uid: int = 1001, cls: str = "user_1001", **evidence: object
+) -> AlarmEvent:
     from hostward.core.clock import utcnow
 
-    return AlarmEvent(key=key, occurred_at=utcnow(), event_class=cls, fingerprint=f"{cls}:{user}:{uid}",
-                      title=f"account {user} added", evidence={"username": user, "uid": uid, **evidence})
+    return AlarmEvent(
+        key=key,
+        occurred_at=utcnow(),
+        event_class=cls,
+        fingerprint=f"{cls}:{user}:{uid}",
+        title=f"account {user} added",
+        evidence={"username": user, "uid": uid, **evidence},
+    )
 
 
 def test_repeats_merge_and_handled_alarms_reopen_as_new(ctx: ManagerContext) -> None:
@@ -73,8 +81,18 @@ def test_whitelist_at_ingest_and_retroactive(ctx: ManagerContext) -> None:
         server = enrolled_server(s, now)
         other = enrolled_server(s, now)
         open_alarm = alarms.ingest(s, server, _event("k0", user="deploy"), now)
-        rule = alarms.create_rule(s, event_class="user_1001", field="username", judge="glob", value="dep*",
-                                  server_ids=[server.id], expires_at=None, description="", actor="a", now=now)
+        rule = alarms.create_rule(
+            s,
+            event_class="user_1001",
+            field="username",
+            judge="glob",
+            value="dep*",
+            server_ids=[server.id],
+            expires_at=None,
+            description="",
+            actor="a",
+            now=now,
+        )
         quiet = alarms.ingest(s, server, _event("k1", user="deploy2", uid=1002), now)
         assert quiet.status == "handled" and quiet.handle_action == "whitelisted"
         loud = alarms.ingest(s, other, _event("k2", user="deploy3", uid=1003), now)
@@ -90,8 +108,9 @@ def test_add_to_alarm_whitelist_from_alarm_and_undo(ctx: ManagerContext) -> None
         server = enrolled_server(s, now)
         aid = alarms.ingest(s, server, _event("k1", user="bob", uid=0, cls="user_1002"), now).id
     with ctx.uow() as s:
-        (out,) = alarms.handle(s, [aid], "add_to_alarm_whitelist", remark="", actor="a", now=now,
-                               whitelist={"field": "username"})
+        (out,) = alarms.handle(
+            s, [aid], "add_to_alarm_whitelist", remark="", actor="a", now=now, whitelist={"field": "username"}
+        )
         assert out.ok
         assert len(alarms.list_rules(s)) == 1
         server = s.get(Server, s.get(Alarm, aid).server_id)  # type: ignore[union-attr]
@@ -113,5 +132,5 @@ def test_unknown_class_is_rejected_and_retention_purges(ctx: ManagerContext) -> 
         alarms.ingest(s, server, _event("k2", user="x", uid=5), now)
         s.flush()
         assert alarms.purge_old(s, now, 30) == 1
-        rows, total = alarms.list_alarms(s)
+        _rows, total = alarms.list_alarms(s)
         assert total == 1

@@ -27,16 +27,24 @@ def _setup(ctx: ManagerContext) -> None:
 
 def _add(ctx: ManagerContext, edition: str, count: int, **kw: object) -> list[str]:
     with ctx.uow() as s:
-        qs = quotas.add_quotas(s, edition, count, expires_at=kw.get("expires_at"),  # type: ignore[arg-type]
-                               region=kw.get("region"), now=ctx.clock.now(), settings=ctx.settings,  # type: ignore[arg-type]
-                               actor="test")
+        qs = quotas.add_quotas(
+            s,
+            edition,
+            count,
+            expires_at=kw.get("expires_at"),  # type: ignore[arg-type]
+            region=kw.get("region"),
+            now=ctx.clock.now(),
+            settings=ctx.settings,  # type: ignore[arg-type]
+            actor="test",
+        )
         return [q.id for q in qs]
 
 
 def _enable(ctx: ManagerContext, sid: str, edition: str, **kw: object) -> str:
     with ctx.uow() as s:
-        return protection.enable_one(s, sid, edition, ctx.clock.now(), ctx.settings, actor="test",
-                                     trigger_scan=False, **kw)  # type: ignore[arg-type]
+        return protection.enable_one(
+            s, sid, edition, ctx.clock.now(), ctx.settings, actor="test", trigger_scan=False, **kw
+        )  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -95,7 +103,9 @@ def test_switch_edition_frees_old_quota(ctx: ManagerContext) -> None:
         sid = enrolled_server(s, ctx.clock.now()).id
     _enable(ctx, sid, "enterprise")
     with ctx.uow() as s:
-        assert protection.switch_edition_one(s, sid, "premium", ctx.clock.now(), ctx.settings, actor="t") == prem
+        assert (
+            protection.switch_edition_one(s, sid, "premium", ctx.clock.now(), ctx.settings, actor="t") == prem
+        )
     with ctx.uow() as s:
         assert s.get(Quota, ent).server_id is None  # type: ignore[union-attr]
         assert s.get(Server, sid).edition == "premium"  # type: ignore[union-attr]
@@ -172,7 +182,9 @@ def test_delete_server_frees_quota_and_auto_bind(ctx: ManagerContext) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_concurrent_enables_bind_exactly_the_idle_quotas(backend: str, request: pytest.FixtureRequest) -> None:
+def test_concurrent_enables_bind_exactly_the_idle_quotas(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
     ctx: ManagerContext = request.getfixturevalue("ctx" if backend == "sqlite" else "pg_ctx")
     _setup(ctx)
     _add(ctx, "premium", 10)

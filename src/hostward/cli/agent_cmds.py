@@ -21,11 +21,18 @@ def _finish(code: int | None) -> None:
         raise typer.Exit(code)
 
 
+def _debug(ctx: typer.Context) -> bool:
+    return bool(getattr(ctx.obj, "debug", False))
+
+
 @app.command("enroll")
 def enroll(
+    ctx: typer.Context,
     manager: str = typer.Option(..., "--manager", help="Agent channel URL, e.g. https://manager:10180."),
     token: str = typer.Option(..., "--token", help="Enrollment token (`hostward token create`)."),
-    ca_fingerprint: str = typer.Option(..., "--ca-fingerprint", help="SHA-256 fingerprint of the manager CA."),
+    ca_fingerprint: str = typer.Option(
+        ..., "--ca-fingerprint", help="SHA-256 fingerprint of the manager CA."
+    ),
     state_dir: Path = typer.Option(..., "--state-dir", help=STATE_DIR_HELP),
     name: str | None = typer.Option(
         None, "--name", help="Agent name; several agents on one machine need distinct names."
@@ -35,7 +42,14 @@ def enroll(
     from hostward.agent.cli import enroll_cmd
 
     _finish(
-        enroll_cmd(manager=manager, token=token, ca_fingerprint=ca_fingerprint, state_dir=state_dir, name=name)
+        enroll_cmd(
+            manager=manager,
+            token=token,
+            ca_fingerprint=ca_fingerprint,
+            state_dir=state_dir,
+            name=name,
+            debug=_debug(ctx),
+        )
     )
 
 
@@ -48,24 +62,28 @@ def _check_log_source(value: str) -> str:
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     state_dir: Path = typer.Option(..., "--state-dir", help=STATE_DIR_HELP),
     log_source: list[str] | None = typer.Option(
-        None, "--log-source", help="Extra log to watch, SERVICE:PATH (repeatable), e.g. sshd:/var/log/auth.log."
+        None,
+        "--log-source",
+        help="Extra log to watch, SERVICE:PATH (repeatable), e.g. sshd:/var/log/auth.log.",
     ),
 ) -> None:
     """Run the enrolled agent in the foreground until SIGINT/SIGTERM."""
     sources = [_check_log_source(v) for v in (log_source or [])]
     from hostward.agent.cli import run_cmd
 
-    _finish(run_cmd(state_dir=state_dir, log_sources=sources))
+    _finish(run_cmd(state_dir=state_dir, log_sources=sources, debug=_debug(ctx)))
 
 
 @app.command("status")
 def status(
+    ctx: typer.Context,
     state_dir: Path = typer.Option(..., "--state-dir", help=STATE_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the agent's identity, manager, outbox backlog and detector health."""
     from hostward.agent.cli import status_cmd
 
-    _finish(status_cmd(state_dir=state_dir, as_json=as_json))
+    _finish(status_cmd(state_dir=state_dir, as_json=as_json, debug=_debug(ctx)))

@@ -7,20 +7,21 @@ from typing import Any
 import typer
 
 from hostward.cli.client import ApiClient
-from hostward.cli.errors import CliError
-from hostward.cli.output import print_json, print_record, print_table, say, warn
+from hostward.cli.output import Column, print_json, print_record, print_table, say, warn
 from hostward.cli.quotas_cmds import parse_expiry
 from hostward.cli.resolve import resolve_server
 
 alarms_app = typer.Typer(help="Security alarms.", no_args_is_help=True)
 whitelists_app = typer.Typer(help="Whitelists.", no_args_is_help=True)
-alarm_whitelist_app = typer.Typer(help="Alarm whitelist rules (matching alarms are not raised).", no_args_is_help=True)
+alarm_whitelist_app = typer.Typer(
+    help="Alarm whitelist rules (matching alarms are not raised).", no_args_is_help=True
+)
 whitelists_app.add_typer(alarm_whitelist_app, name="alarm")
 
 ACTIONS = "mark_as_handled, unhandle, ignore, do_not_ignore or add_to_alarm_whitelist"
 FIELDS = "file_hash, file_path, process_path, process_cmdline, login_ip or username"
 
-ALARM_COLUMNS = [
+ALARM_COLUMNS: list[Column] = [
     ("ID", "id"),
     ("Severity", "severity"),
     ("Alarm", lambda a: a.get("name") or a.get("event_class")),
@@ -31,7 +32,7 @@ ALARM_COLUMNS = [
     ("Last seen", "last_seen"),
 ]
 
-WHITELIST_COLUMNS = [
+WHITELIST_COLUMNS: list[Column] = [
     ("ID", "id"),
     ("Field", "field"),
     ("Judge", "judge"),
@@ -56,7 +57,12 @@ def alarms_list(
     with ApiClient.from_credentials() as client:
         server_id = resolve_server(client, server)["id"] if server else None
         alarms = client.list_all(
-            "/alarms", status=status, severity=severity, server_id=server_id, event_class=event_class, q=search
+            "/alarms",
+            status=status,
+            severity=severity,
+            server_id=server_id,
+            event_class=event_class,
+            q=search,
         )
     if as_json:
         print_json(alarms)
@@ -83,18 +89,24 @@ def alarms_handle(
     alarm_ids: list[str] = typer.Argument(..., help="Alarm ids."),
     action: str = typer.Option(..., "--action", help=ACTIONS),
     remark: str | None = typer.Option(None, "--remark"),
-    field: str | None = typer.Option(None, "--field", help=f"add_to_alarm_whitelist: {FIELDS}."),
+    field: str | None = typer.Option(
+        None, "--field", help=f"add_to_alarm_whitelist: {FIELDS} (default: from the alarm's evidence)."
+    ),
     judge: str = typer.Option("equal", "--judge", help="add_to_alarm_whitelist: equal, contains or glob."),
     value: str | None = typer.Option(None, "--value", help="add_to_alarm_whitelist: value to match."),
+    scope: str = typer.Option("server", "--scope", help="add_to_alarm_whitelist: server or all."),
 ) -> None:
     """Handle alarms in a batch (the manager records who did what in Handling History)."""
     body: dict[str, Any] = {"alarm_ids": alarm_ids, "action": action}
     if remark:
         body["remark"] = remark
     if action == "add_to_alarm_whitelist":
-        if not field or value is None:
-            raise CliError("add_to_alarm_whitelist needs --field and --value", exit_code=2)
-        body["whitelist"] = {"field": field, "judge": judge, "value": value}
+        spec: dict[str, Any] = {"judge": judge, "scope": scope}
+        if field:
+            spec["field"] = field
+        if value is not None:
+            spec["value"] = value
+        body["whitelist"] = spec
     with ApiClient.from_credentials() as client:
         answer = client.post("/alarms/handle", body)
     results = answer.get("results") if isinstance(answer, dict) else None
@@ -167,5 +179,5 @@ def whitelist_apply(rule_id: str = typer.Argument(..., help="Rule id.")) -> None
         answer = client.post(f"/whitelists/alarm/{rule_id}/apply")
     count = None
     if isinstance(answer, dict):
-        count = answer.get("matched", answer.get("count", answer.get("updated")))
+        count = answer.get("handled")
     say(f"applied alarm whitelist rule {rule_id}" + (f": {count} alarm(s)" if count is not None else ""))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from hostward.cli.client import ApiClient, Credentials, login as api_login
+from hostward.cli.client import ApiClient, Credentials
+from hostward.cli.client import login as api_login
 from hostward.cli.errors import CliError
 from hostward.cli.output import print_json, print_record, print_table, say
 
@@ -17,7 +18,9 @@ token_app = typer.Typer(help="Agent enrollment tokens.", no_args_is_help=True)
 
 
 def login(
-    url: str | None = typer.Option(None, "--url", help="Manager URL, e.g. https://manager:8443 (default: last)."),
+    url: str | None = typer.Option(
+        None, "--url", help="Manager URL, e.g. https://manager:8443 (default: last)."
+    ),
     username: str = typer.Option("admin", "--username", "-u", help="Console user name."),
     ca_cert: Path | None = typer.Option(
         None, "--ca-cert", help="CA certificate to trust for an https URL (the manager's pki/ca.pem)."
@@ -59,13 +62,16 @@ def logout() -> None:
 @token_app.command("create")
 def token_create(
     hours: int | None = typer.Option(None, "--hours", min=1, help="Validity in hours (default 24)."),
-    max_uses: int | None = typer.Option(None, "--max-uses", min=1, help="Enrollments allowed (default unlimited)."),
+    max_uses: int | None = typer.Option(
+        None, "--max-uses", min=1, help="Enrollments allowed (default unlimited)."
+    ),
     region: str | None = typer.Option(None, "--region", help="Region given to servers enrolled with it."),
     description: str | None = typer.Option(None, "--description", help="Free text."),
+    name: str | None = typer.Option(None, "--name", help="Agent --name to put in the install command."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create an enrollment token and print the one-line agent install command."""
-    body = {"hours": hours, "max_uses": max_uses, "region": region, "description": description}
+    body = {"hours": hours, "max_uses": max_uses, "region": region, "description": description, "name": name}
     with ApiClient.from_credentials() as client:
         token = client.post("/enrollment-tokens", {k: v for k, v in body.items() if v is not None})
     if as_json:
@@ -93,7 +99,7 @@ def token_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
             ("Expires", "expires_at"),
             ("Max uses", "max_uses"),
             ("Uses", "uses"),
-            ("Revoked", "revoked_at"),
+            ("Status", "status"),
             ("Description", "description"),
         ],
         title="Enrollment tokens",

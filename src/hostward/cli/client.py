@@ -71,7 +71,9 @@ class Credentials:
         """Environment first (``HOSTWARD_URL`` + ``HOSTWARD_TOKEN``), then the credentials file."""
         env_url, env_token = os.environ.get("HOSTWARD_URL"), os.environ.get("HOSTWARD_TOKEN")
         if env_url and env_token:
-            return cls(url=normalize_url(env_url), token=env_token, ca_cert=os.environ.get("HOSTWARD_CA_CERT"))
+            return cls(
+                url=normalize_url(env_url), token=env_token, ca_cert=os.environ.get("HOSTWARD_CA_CERT")
+            )
         path = cls.path()
         try:
             data = json.loads(path.read_text())
@@ -210,10 +212,7 @@ class ApiClient:
 
 def items_of(body: Any) -> list[dict[str, Any]]:
     """The list inside a listing answer (``{items: [...]}``) or the answer itself when it is a list."""
-    if isinstance(body, dict):
-        items = body.get("items", [])
-    else:
-        items = body
+    items = body.get("items", []) if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise CliError("the manager answered a listing with something that is not a list")
     return items

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
+import logging
 import os
 from pathlib import Path
 
@@ -22,7 +22,9 @@ def init(
     database_url: str | None = typer.Option(
         None, "--database-url", help="SQLAlchemy URL (PostgreSQL); default: SQLite file in the data dir."
     ),
-    listen: str | None = typer.Option(None, "--listen", help="Console + API HOST:PORT (default 127.0.0.1:8443)."),
+    listen: str | None = typer.Option(
+        None, "--listen", help="Console + API HOST:PORT (default 127.0.0.1:8443)."
+    ),
     agent_listen: str | None = typer.Option(
         None, "--agent-listen", help="Agent channel HOST:PORT (default 0.0.0.0:10180)."
     ),
@@ -58,24 +60,13 @@ def init(
             say("(shown once: store it now)")
 
 
-def _check_plain_http(path: Path, listen: str) -> None:
-    from hostward.manager.settings import split_host_port
-
-    host, _ = split_host_port(listen)
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(str(path), "plain_http", f"plain HTTP is allowed only on loopback, listen is {listen}")
-
-
 @app.command("serve")
 def serve(
+    ctx: typer.Context,
     data_dir: Path = typer.Option(..., "--data-dir", help="Directory created by `hostward manager init`."),
-    listen: str | None = typer.Option(None, "--listen", help="Console + API HOST:PORT (overrides manager.toml)."),
+    listen: str | None = typer.Option(
+        None, "--listen", help="Console + API HOST:PORT (overrides manager.toml)."
+    ),
     agent_listen: str | None = typer.Option(
         None, "--agent-listen", help="Agent channel HOST:PORT (overrides manager.toml)."
     ),
@@ -87,10 +78,11 @@ def serve(
     """Run the manager (console, REST API, agent channel, scheduler) until interrupted."""
     from hostward.manager.settings import CONFIG_NAME, load_settings
 
-    config_path = data_dir / CONFIG_NAME
     if not data_dir.is_dir():
         raise ConfigError(
-            str(data_dir), "data_dir", f"does not exist: run `hostward manager init --data-dir {data_dir}`"
+            str(data_dir / CONFIG_NAME),
+            "data_dir",
+            f"{data_dir} does not exist: run `hostward manager init --data-dir {data_dir}` first",
         )
     settings = load_settings(
         data_dir,
@@ -99,9 +91,14 @@ def serve(
         plain_http=True if plain_http else None,
         database_url=database_url,
     )
-    if settings.plain_http:
-        _check_plain_http(config_path, settings.listen)
-
+    debug = bool(getattr(ctx.obj, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     from hostward.manager.serve import serve as run_manager
 
+    # serve() refuses plain HTTP on a non-loopback address itself (ConfigError naming plain_http).
     run_manager(settings)

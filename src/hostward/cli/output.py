@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -20,9 +21,14 @@ PROTECTION_STATUS = {
 }
 
 
+PIPE_WIDTH = 200
+
+
 def console() -> Console:
-    # Built per call so that tests capturing stdout (and pipes) see the output.
-    return Console(file=sys.stdout, soft_wrap=False, highlight=False)
+    # Built per call so that tests capturing stdout (and pipes) see the output. Into a pipe, a wide
+    # width keeps ids on one line (rich would fold them at 80 columns); COLUMNS still wins.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(file=sys.stdout, soft_wrap=False, highlight=False, width=width)
 
 
 def print_json(data: Any) -> None:
@@ -60,11 +66,14 @@ def text(value: Any) -> str:
 Column = tuple[str, str | Callable[[dict[str, Any]], Any]]
 
 
-def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None) -> None:
+def print_table(
+    rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None
+) -> None:
     """A rich table; each column is (header, key or function of the row)."""
     table = Table(title=title, show_lines=False, header_style="bold")
     for header, _ in columns:
-        table.add_column(header, overflow="fold")
+        # Ids are copied into the next command: never fold them.
+        table.add_column(header, overflow="fold", no_wrap=header == "ID")
     count = 0
     for row in rows:
         cells = []

@@ -9,20 +9,21 @@ import typer
 
 from hostward.cli.client import ApiClient
 from hostward.cli.errors import CliError
-from hostward.cli.output import print_json, print_record, print_table, say
+from hostward.cli.output import Column, print_json, print_record, print_table, say
 from hostward.cli.resolve import resolve_policy_group, resolve_server
 
 app = typer.Typer(help="Policy groups and their policies.", no_args_is_help=True)
 
-GROUP_COLUMNS = [
+GROUP_COLUMNS: list[Column] = [
     ("ID", "id"),
     ("Name", "name"),
     ("Edition", "edition"),
     ("OS", "os"),
     ("Default", "is_default"),
     ("View only", "view_only"),
+    ("Copyable", "copyable"),
     ("Version", "version"),
-    ("Servers", "server_count"),
+    ("Servers", "host_num"),
 ]
 
 
@@ -63,7 +64,7 @@ def policies_show(
     print_record(detail, title=f"Policy group {detail.get('name')}", skip=("policies",))
     print_table(
         detail.get("policies") or [],
-        [("Policy", "key"), ("Enabled", "enabled"), ("Settings", "settings")],
+        [("Policy", "key"), ("Title", "title"), ("Enabled", "enabled"), ("Settings", "settings")],
         title="Policies",
     )
 

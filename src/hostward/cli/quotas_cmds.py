@@ -9,12 +9,12 @@ import typer
 
 from hostward.cli.client import ApiClient, items_of
 from hostward.cli.errors import CliError
-from hostward.cli.output import print_json, print_table, say
+from hostward.cli.output import Column, print_json, print_table, say
 from hostward.cli.resolve import resolve_server
 
 app = typer.Typer(help="Quotas (one protects one server).", no_args_is_help=True)
 
-QUOTA_COLUMNS = [
+QUOTA_COLUMNS: list[Column] = [
     ("ID", "id"),
     ("Edition", "edition"),
     ("Region", "region"),
@@ -38,7 +38,9 @@ def parse_expiry(value: str) -> str:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise CliError(f"--expires: expected YYYY-MM-DD or an ISO 8601 date-time, got {value!r}", exit_code=2)
+        raise CliError(
+            f"--expires: expected YYYY-MM-DD or an ISO 8601 date-time, got {value!r}", exit_code=2
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat()
@@ -111,3 +113,21 @@ def quotas_delete(quota: str = typer.Argument(..., help="Quota id.")) -> None:
     with ApiClient.from_credentials() as client:
         client.delete(f"/quotas/{quota}")
     say(f"quota {quota} deleted")
+
+
+@app.command("auto-bind")
+def quotas_auto_bind(
+    enabled: bool | None = typer.Option(None, "--on/--off", help="Switch it on or off (omit to show)."),
+    edition: str | None = typer.Option(None, "--edition", help="Edition auto-bound quotas must have."),
+) -> None:
+    """Show or set the switch that binds an idle quota to every newly enrolled online server."""
+    with ApiClient.from_credentials() as client:
+        if enabled is None:
+            current = client.get("/settings/auto-bind")
+        else:
+            body: dict[str, Any] = {"enabled": enabled}
+            if edition:
+                body["edition"] = edition
+            current = client.put("/settings/auto-bind", body)
+    state = "on" if current.get("enabled") else "off"
+    say(f"auto-bind is {state}" + (f" (edition {current['edition']})" if current.get("edition") else ""))

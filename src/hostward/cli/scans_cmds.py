@@ -5,14 +5,14 @@ from __future__ import annotations
 import typer
 
 from hostward.cli.client import ApiClient, items_of
-from hostward.cli.output import print_json, print_record, print_table, say
+from hostward.cli.output import Column, print_json, print_record, print_table, say
 from hostward.cli.resolve import resolve_server
 
 app = typer.Typer(help="Detection scans.", no_args_is_help=True)
 
-SCAN_COLUMNS = [
+SCAN_COLUMNS: list[Column] = [
     ("ID", "id"),
-    ("Server", "server_id"),
+    ("Server", lambda s: s.get("server_name") or s.get("server_id")),
     ("Kind", "kind"),
     ("Trigger", "trigger"),
     ("Status", "status"),
@@ -45,12 +45,13 @@ def scans_list(
     server: str | None = typer.Option(None, "--server", help="Server id or name."),
     status: str | None = typer.Option(None, "--status", help="queued, running, succeeded, failed, ..."),
     kind: str | None = typer.Option(None, "--kind"),
+    trigger: str | None = typer.Option(None, "--trigger", help="enable, schedule or manual."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List scans (newest first, as the manager orders them)."""
     with ApiClient.from_credentials() as client:
         server_id = resolve_server(client, server)["id"] if server else None
-        scans = client.list_all("/scans", server_id=server_id, status=status, kind=kind)
+        scans = client.list_all("/scans", server_id=server_id, status=status, kind=kind, trigger=trigger)
     if as_json:
         print_json(scans)
         return

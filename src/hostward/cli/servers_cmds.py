@@ -8,7 +8,16 @@ import typer
 
 from hostward.cli.client import ApiClient
 from hostward.cli.errors import CliError
-from hostward.cli.output import AGENT_STATUS, PROTECTION_STATUS, print_json, print_record, print_table, say, warn
+from hostward.cli.output import (
+    AGENT_STATUS,
+    PROTECTION_STATUS,
+    Column,
+    print_json,
+    print_record,
+    print_table,
+    say,
+    warn,
+)
 from hostward.cli.resolve import resolve_server
 
 servers_app = typer.Typer(help="Servers (hosts with or without an agent).", no_args_is_help=True)
@@ -16,13 +25,16 @@ protection_app = typer.Typer(help="Turn protection on or off for servers.", no_a
 
 JSON_HELP = "Print JSON."
 
-SERVER_COLUMNS = [
+SERVER_COLUMNS: list[Column] = [
     ("ID", "id"),
     ("Name", "name"),
     ("IPs", "ips"),
     ("Region", "region"),
     ("Agent", lambda s: AGENT_STATUS.get(s.get("agent_status", ""), s.get("agent_status"))),
-    ("Protection", lambda s: PROTECTION_STATUS.get(s.get("protection_status", ""), s.get("protection_status"))),
+    (
+        "Protection",
+        lambda s: PROTECTION_STATUS.get(s.get("protection_status", ""), s.get("protection_status")),
+    ),
     ("Edition", "edition"),
     ("Quota", "quota_id"),
     ("Scan", "scan_result"),
@@ -37,12 +49,16 @@ def servers_list(
     protection_status: str | None = typer.Option(
         None, "--protection-status", help="opened, closed or protection_exception."
     ),
-    scan_result: str | None = typer.Option(None, "--scan-result", help="undetected, scanning, clean or risk."),
+    scan_result: str | None = typer.Option(
+        None, "--scan-result", help="undetected, scanning, clean or risk."
+    ),
     group: str | None = typer.Option(None, "--group", help="Server group id."),
     importance: str | None = typer.Option(None, "--importance", help="important, common or test."),
     label: str | None = typer.Option(None, "--label"),
     search: str | None = typer.Option(None, "--search", "-q", help="Name or IP contains."),
-    sort: str | None = typer.Option(None, "--sort", help="Sort key understood by the API, e.g. name or -name."),
+    sort: str | None = typer.Option(
+        None, "--sort", help="Sort key understood by the API, e.g. name or -name."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List servers (every page) with optional server-side filters."""
@@ -81,6 +97,27 @@ def servers_show(
     print_record(detail, title=f"Server {detail.get('name', found['id'])}")
 
 
+@servers_app.command("add")
+def servers_add(
+    name: str = typer.Argument(..., help="Server name."),
+    ip: list[str] | None = typer.Option(None, "--ip", help="IP address (repeatable)."),
+    region: str | None = typer.Option(None, "--region"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Register a server that has no agent yet (listed as Not installed)."""
+    body: dict[str, Any] = {"name": name}
+    if ip:
+        body["ips"] = ip
+    if region:
+        body["region"] = region
+    with ApiClient.from_credentials() as client:
+        server = client.post("/servers", body)
+    if as_json:
+        print_json(server)
+        return
+    say(f"registered server {server.get('name')} ({server.get('id')})")
+
+
 @servers_app.command("delete")
 def servers_delete(server: str = typer.Argument(..., help="Server id or name.")) -> None:
     """Delete a server record (frees its quota; a running agent would enroll again)."""
@@ -105,7 +142,7 @@ def _report(results: Any, names: dict[str, str], verb: str) -> None:
             failed += 1
             error = result.get("error") or {}
             reason = " ".join(str(error.get("message") or "refused").split())
-            warn(f"error: {name}: {reason}")
+            warn(f"error: {reason}" if name in reason else f"error: {name}: {reason}")
     if failed:
         raise typer.Exit(1)
 
@@ -133,3 +170,16 @@ def protection_disable(servers: list[str] = typer.Argument(..., help="Server ids
         found = [resolve_server(client, ref) for ref in servers]
         results = client.post("/protection/disable", {"server_ids": [s["id"] for s in found]})
     _report(results, {s["id"]: str(s.get("name") or s["id"]) for s in found}, "disabled")
+
+
+@protection_app.command("switch-edition")
+def protection_switch(
+    servers: list[str] = typer.Argument(..., help="Server ids or names."),
+    edition: str = typer.Option(..., "--edition", help="enterprise or premium."),
+) -> None:
+    """Switch protected servers between enterprise and premium (the old quota is freed)."""
+    with ApiClient.from_credentials() as client:
+        found = [resolve_server(client, ref) for ref in servers]
+        body = {"server_ids": [s["id"] for s in found], "edition": edition}
+        results = client.post("/protection/switch-edition", body)
+    _report(results, {s["id"]: str(s.get("name") or s["id"]) for s in found}, f"switched to {edition}")

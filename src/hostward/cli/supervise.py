@@ -75,10 +75,14 @@ class Supervisor:
         if self.stop_signal is None:
             self.stop_signal = signum
 
-    def start(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> Child:
+    def start(
+        self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> Child:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        log.write(f"\n=== {name} started by hostward up at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        log.write(
+            f"\n=== {name} started by hostward up at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode()
+        )
         log.flush()
         proc = subprocess.Popen(
             list(argv),
@@ -143,7 +147,9 @@ class Supervisor:
                 try:
                     child.proc.wait(timeout=self.stop_grace_s)
                 except subprocess.TimeoutExpired:
-                    sys.stderr.write(f"{child.name} did not stop within {self.stop_grace_s:.0f} s: killing it\n")
+                    sys.stderr.write(
+                        f"{child.name} did not stop within {self.stop_grace_s:.0f} s: killing it\n"
+                    )
                     child.proc.kill()
                     child.proc.wait()
             child.log.close()

@@ -21,6 +21,7 @@ API_PREFIX = "/api/v1"
 
 def _api_routers() -> list[APIRouter]:
     # Imported here, not at module import, so that importing the app module has no side effects.
+    from hostward.manager.agentlink.admin_routes import router as enrollment
     from hostward.manager.alarms.routes import router as alarms
     from hostward.manager.audit.routes import router as audit
     from hostward.manager.auth.routes import router as auth
@@ -31,7 +32,6 @@ def _api_routers() -> list[APIRouter]:
     from hostward.manager.regions.routes import router as regions
     from hostward.manager.scans.routes import router as scans
     from hostward.manager.servers.routes import router as servers
-    from hostward.manager.agentlink.admin_routes import router as enrollment
 
     return [auth, regions, servers, protection, quotas, policies, scans, alarms, audit, dashboard, enrollment]
 

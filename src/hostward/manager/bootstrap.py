@@ -47,8 +47,9 @@ def init_manager(
     os.chmod(data_dir, 0o700)
     config_path = data_dir / CONFIG_NAME
     created = not config_path.exists()
-    settings = load_settings(data_dir, database_url=database_url, listen=listen, agent_listen=agent_listen,
-                             agent_url=agent_url)
+    settings = load_settings(
+        data_dir, database_url=database_url, listen=listen, agent_listen=agent_listen, agent_url=agent_url
+    )
     if created or any(v is not None for v in (database_url, listen, agent_listen, agent_url)):
         write_settings_file(settings)
     migrate.upgrade(settings.effective_database_url)
@@ -66,8 +67,9 @@ def init_manager(
             if (session.scalar(select(func.count()).select_from(User)) or 0) == 0:
                 password = admin_password or os.environ.get(ADMIN_PASSWORD_ENV) or secrets.token_urlsafe(12)
                 auth.create_user(session, "admin", password, "admin", actor="system")
-                audit.record(session, "system", "manager_init", target_type="manager",
-                             target_name=str(data_dir))
+                audit.record(
+                    session, "system", "manager_init", target_type="manager", target_name=str(data_dir)
+                )
     finally:
         ctx.close()
     return InitResult(settings=settings, created=created, admin_password=password)

@@ -29,17 +29,27 @@ class ManagerSettings(BaseModel):
     heartbeat_interval: int = Field(default=10, ge=1, le=3600, description="agent heartbeat period, s")
     offline_after_missed: int = Field(default=3, ge=1, le=100, description="missed heartbeats -> offline")
     long_poll_seconds: int = Field(default=25, ge=1, le=120, description="agent command long-poll hold, s")
-    scan_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    scan_timeout_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="a scan not finished by then is timed_out"
+    )
     scan_window_start_hour: int = Field(default=0, ge=0, le=23, description="daily scan window start")
     scan_window_hours: int = Field(default=4, ge=1, le=24, description="daily scan window length")
     quota_grace_days: int = Field(default=15, ge=0, le=3650, description="expired quotas keep protecting")
-    alarm_retention_days: int = Field(default=30, ge=1, le=3650)
-    enrollment_token_hours: int = Field(default=24, ge=1, le=24 * 365)
+    alarm_retention_days: int = Field(
+        default=30, ge=1, le=3650, description="alarms are kept this long after their last occurrence"
+    )
+    enrollment_token_hours: int = Field(
+        default=24, ge=1, le=24 * 365, description="default enrollment token lifetime"
+    )
     login_max_failures: int = Field(default=5, ge=1, le=1000, description="per user per window")
-    login_failure_window_s: int = Field(default=300, ge=1, le=86400)
-    session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    login_failure_window_s: int = Field(
+        default=300, ge=1, le=86400, description="window for login_max_failures, s"
+    )
+    session_hours: int = Field(default=12, ge=1, le=24 * 30, description="console/API login session lifetime")
     scheduler_enabled: bool = Field(default=True, description="run the job scheduler in this replica")
-    scheduler_poll_s: float = Field(default=1.0, gt=0, le=60)
+    scheduler_poll_s: float = Field(
+        default=1.0, gt=0, le=60, description="how often the scheduler looks for due jobs, s"
+    )
     instance_name: str = Field(default="", description="replica name in job locks; default host:pid")
 
     @field_validator("listen", "agent_listen")

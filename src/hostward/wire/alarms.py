@@ -64,7 +64,9 @@ _CLASSES = [
     AlarmClass("fileprotect_0003", 3004, "AuthorizedKeysFile path change", "file", "high", "persistence"),
     AlarmClass("fileprotect_0004", 3005, "File/directory change", "file", "medium", "defense_evasion"),
     AlarmClass("procdet_0001", 3007, "Abnormal process behaviour", "process", "medium", "execution"),
-    AlarmClass("procdet_0002", 3003, "Process privilege escalation", "process", "high", "privilege_escalation"),
+    AlarmClass(
+        "procdet_0002", 3003, "Process privilege escalation", "process", "high", "privilege_escalation"
+    ),
     AlarmClass("procreport_0001", 3015, "High-risk command", "process", "high", "execution"),
     AlarmClass("crontab_1001", 3027, "Suspicious crontab task", "persistence", "high", "persistence"),
     AlarmClass("ransomware_0001", 1011, "Ransomware bait file touched", "malware", "critical", "impact"),

@@ -184,7 +184,7 @@ class RawEventBatch(_Model):
     """What the manager parses first: each event is then validated on its own, so one bad event is
     rejected with a reason while the rest of the batch is accepted."""
 
-    events: list[dict[str, Any]] = Field(max_length=MAX_EVENTS_PER_BATCH)
+    events: list[Any] = Field(max_length=MAX_EVENTS_PER_BATCH)
 
 
 class EventAck(_Model):

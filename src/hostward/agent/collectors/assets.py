@@ -51,11 +51,11 @@ def collect_accounts(root: Path = Path("/")) -> list[Account]:
     members: dict[str, list[str]] = {}
     group_path = root / "etc/group"
     if group_path.exists():
-        for name, _pw, gid, user_list, *_ in _colon_lines(group_path, 4):
-            if gid.strip().isdigit():
-                group_names.setdefault(int(gid), name)
+        for group, _pw, group_gid, user_list, *_ in _colon_lines(group_path, 4):
+            if group_gid.strip().isdigit():
+                group_names.setdefault(int(group_gid), group)
             for user in filter(None, (u.strip() for u in user_list.split(","))):
-                members.setdefault(user, []).append(name)
+                members.setdefault(user, []).append(group)
     accounts: list[Account] = []
     for parts in _colon_lines(root / "etc/passwd", 7):
         name, _pw, uid_s, gid_s, _gecos, home, shell = parts[:7]
@@ -130,7 +130,7 @@ def collect_ports() -> list[ListeningPort]:
         name, exe = owner(conn.pid)
         ports.append(
             ListeningPort(
-                protocol=proto,  # type: ignore[arg-type]
+                protocol=proto,
                 address=conn.laddr.ip,
                 port=conn.laddr.port,
                 pid=conn.pid,

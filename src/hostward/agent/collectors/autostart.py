@@ -81,7 +81,7 @@ class _Builder:
         self.items.append(
             AutoStartItem(
                 name=name,
-                type=kind,  # type: ignore[arg-type]
+                type=kind,
                 path=shown_path(self.root, real),
                 user=user,
                 sha256=file_sha256(real, self.max_hash_bytes),
@@ -140,7 +140,9 @@ def preload_items(b: _Builder) -> None:
         b.add(token, "preload", lib)
 
 
-def collect_autostart(root: Path = Path("/"), max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES) -> list[AutoStartItem]:
+def collect_autostart(
+    root: Path = Path("/"), max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES
+) -> list[AutoStartItem]:
     builder = _Builder(root, max_hash_bytes)
     for part in (systemd_units, cron_items, rc_scripts, preload_items):
         part(builder)

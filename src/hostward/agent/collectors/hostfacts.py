@@ -1,4 +1,4 @@
-"""Host facts (wire.HostFacts): identity, addresses, OS, kernel, time zone. Cheap enough for every heartbeat."""
+"""Host facts (wire.HostFacts): identity, addresses, OS, kernel, time zone; cheap, sent every heartbeat."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from hostward.agent.state.db import open_db
-from hostward.wire import Account, PolicyBundle
+from hostward.wire import Account, AgentHealth, PolicyBundle
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -33,6 +33,7 @@ K_CREDENTIALS = "credentials"
 K_POLICY = "policy_bundle"
 K_ACCOUNTS = "baseline.accounts"
 K_HEARTBEAT = "last_heartbeat"
+K_HEALTH = "last_health"
 
 
 class Credentials(BaseModel):
@@ -149,3 +150,8 @@ class StateStore:
         self._set_model(K_HEARTBEAT, record)
         return record
 
+    def last_health(self) -> AgentHealth | None:
+        return self._get_model(K_HEALTH, AgentHealth)
+
+    def save_health(self, health: AgentHealth) -> None:
+        self._set_model(K_HEALTH, health)

@@ -1,7 +1,10 @@
 """Ingest a batch of agent events: per-event validation, idempotency and dispatch.
 
-Each event is validated on its own and handled in its own SAVEPOINT, so one bad event is acknowledged
-``rejected`` (with the reason) while the rest of the batch is stored. The idempotency key of every
+Each event is validated on its own. The valid ones are stored in one SAVEPOINT; if any of them is
+refused, that SAVEPOINT is undone and the batch is redone with one SAVEPOINT per event, so one bad event
+is acknowledged ``rejected`` (with the reason) while the rest of the batch is stored. Handlers must
+therefore act only through the session: a handler may run again for an event whose first run was
+rolled back. The idempotency key of every
 stored event is kept in ``ingested_events``; a resend is acknowledged ``duplicate`` and does nothing.
 Whatever the ack, the agent may drop the event from its outbox: ``rejected`` will never be accepted.
 
@@ -23,17 +26,26 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hostward.core.errors import HostwardError
+from hostward.core.ids import new_id
 from hostward.manager.agentlink.models import IngestedEvent
 from hostward.manager.alarms import service as alarms
 from hostward.manager.scans import service as scans
 from hostward.manager.servers import service as servers
 from hostward.manager.servers.models import Server
-from hostward.wire import AlarmEvent, AssetsEvent, Event, EventAck, RawEventBatch, RecordEvent, ScanProgressEvent
+from hostward.wire import (
+    AlarmEvent,
+    AssetsEvent,
+    Event,
+    EventAck,
+    RawEventBatch,
+    RecordEvent,
+    ScanProgressEvent,
+)
 
 log = logging.getLogger("hostward.manager.ingest")
 
@@ -73,7 +85,9 @@ def register_handler(topic: str, fn: RecordHandler) -> None:
         raise ValueError(f"record topic must have 1-64 characters: {topic!r}")
     existing = RECORD_HANDLERS.get(topic)
     if existing is not None and existing is not fn:
-        raise ValueError(f"record topic {topic!r} already has a handler ({existing.__module__}.{existing.__name__})")
+        raise ValueError(
+            f"record topic {topic!r} already has a handler ({existing.__module__}.{existing.__name__})"
+        )
     RECORD_HANDLERS[topic] = fn
 
 
@@ -98,17 +112,52 @@ def ingest_batch(session: Session, server: Server, raw: RawEventBatch, now: date
     if keys:
         seen = set(
             session.scalars(
-                select(IngestedEvent.key).where(IngestedEvent.server_id == server.id, IngestedEvent.key.in_(keys))
+                select(IngestedEvent.key).where(
+                    IngestedEvent.server_id == server.id, IngestedEvent.key.in_(keys)
+                )
             )
         )
+    fresh: list[tuple[int, Any]] = []
     for index, event in parsed:
         if event.key in seen:
             acks[index] = EventAck(key=event.key, status="duplicate")
-            continue
-        acks[index] = _ingest_one(session, server, event, now)
-        if acks[index].status != "rejected":  # type: ignore[union-attr]
+        else:
             seen.add(event.key)
+            fresh.append((index, event))
+    if fresh and not _ingest_all(session, server, [event for _, event in fresh], now):
+        # Something in the batch was refused: redo it one event at a time, so only that one is.
+        for index, event in fresh:
+            acks[index] = _ingest_one(session, server, event, now)
+    else:
+        for index, event in fresh:
+            acks[index] = EventAck(key=event.key, status="accepted")
     return [ack for ack in acks if ack is not None]
+
+
+_EVENT_ERRORS = (IntegrityError, HostwardError, ValueError, TypeError, KeyError)
+
+
+def _ingest_all(session: Session, server: Server, events: list[Any], now: datetime) -> bool:
+    """Fast path: the whole batch in one SAVEPOINT and one multi-row insert of keys; False = undone."""
+    try:
+        with session.begin_nested():
+            session.execute(
+                insert(IngestedEvent),
+                [{"id": new_id(), "server_id": server.id, "key": e.key, "received_at": now} for e in events],
+            )
+            alarms_seen = False
+            for event in events:
+                if isinstance(event, AlarmEvent):
+                    alarms.ingest(session, server, event, now, refresh_risk=False)
+                    alarms_seen = True
+                else:
+                    _dispatch(session, server, event, now)
+            if alarms_seen:
+                alarms.refresh_server_risk(session, server)
+            session.flush()
+    except _EVENT_ERRORS:
+        return False
+    return True
 
 
 def _ingest_one(session: Session, server: Server, event: Any, now: datetime) -> EventAck:

@@ -98,7 +98,9 @@ def ensure_pki(
         cert = _new_server_cert(ca_cert, ca_key, key, dns, ips, moment)
         _write_key(settings.server_key_path, key)
         # Leaf first, then the CA: clients that only trust the CA can still build the chain.
-        chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
+        chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
+            serialization.Encoding.PEM
+        )
         _write_public(settings.server_cert_path, chain)
         issued = True
     return PkiStatus(
@@ -183,7 +185,9 @@ def _split_names(names: Iterable[str]) -> tuple[set[str], set[_IPAddress]]:
         except ValueError:
             label = name.lower().rstrip(".")
             if not all(part and len(part) <= 63 for part in label.split(".")) or len(label) > 253:
-                raise ConfigError("<command line>", "extra_names", f"not a host name or IP: {raw!r}") from None
+                raise ConfigError(
+                    "<command line>", "extra_names", f"not a host name or IP: {raw!r}"
+                ) from None
             dns.add(label)
     return dns, ips
 
@@ -271,9 +275,7 @@ def _new_server_cert(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -283,7 +285,9 @@ def _load_ca(settings: ManagerSettings) -> tuple[x509.Certificate, ec.EllipticCu
         cert = x509.load_pem_x509_certificate(settings.ca_cert_path.read_bytes())
         key = serialization.load_pem_private_key(settings.ca_key_path.read_bytes(), password=None)
     except ValueError as exc:
-        raise ConfigError(str(settings.ca_cert_path), "ca", f"unreadable CA certificate or key: {exc}") from exc
+        raise ConfigError(
+            str(settings.ca_cert_path), "ca", f"unreadable CA certificate or key: {exc}"
+        ) from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(str(settings.ca_key_path), "ca", "CA key is not an EC private key")
     if key.public_key() != cert.public_key():

@@ -1,4 +1,4 @@
-"""The agent channel (``/agent/v1`` on the agent port); the protocol is described in ``hostward.wire.protocol``.
+"""The agent channel (``/agent/v1`` on the agent port); protocol described in ``hostward.wire.protocol``.
 
 Every authenticated request is one small unit of work: the credential check and the work share a
 transaction, so an unknown or revoked key (401) stores nothing. Commands are long-polled: a poll returns

@@ -307,7 +307,9 @@ def enroll(
 
 def _revoke_all(session: Session, server_id: str, now: datetime) -> int:
     creds = session.scalars(
-        select(AgentCredential).where(AgentCredential.server_id == server_id, AgentCredential.revoked_at.is_(None))
+        select(AgentCredential).where(
+            AgentCredential.server_id == server_id, AgentCredential.revoked_at.is_(None)
+        )
     ).all()
     for cred in creds:
         cred.revoked_at = now
@@ -389,9 +391,7 @@ def heartbeat(
     server.agent_status = "online"
     protection.refresh_status(session, server, now, settings)
     pending = session.scalar(
-        select(
-            exists().where(AgentCommand.server_id == server.id, AgentCommand.status == "queued")
-        )
+        select(exists().where(AgentCommand.server_id == server.id, AgentCommand.status == "queued"))
     )
     return HeartbeatResponse(
         server_time=now,
@@ -499,7 +499,9 @@ def servers_with_queued_commands(session: Session, server_ids: list[str]) -> set
     if not server_ids:
         return set()
     if is_postgres(session):
-        sql = "SELECT DISTINCT server_id FROM agent_commands WHERE status = 'queued' AND server_id = ANY(:ids)"
+        sql = (
+            "SELECT DISTINCT server_id FROM agent_commands WHERE status = 'queued' AND server_id = ANY(:ids)"
+        )
         params: dict[str, Any] = {"ids": list(server_ids)}
     else:
         sql = (

@@ -41,7 +41,9 @@ class AlarmOut(ApiModel):
 
 
 class WhitelistSpec(BaseModel):
-    field: Literal["file_hash", "file_path", "process_path", "process_cmdline", "login_ip", "username"] | None = None
+    field: (
+        Literal["file_hash", "file_path", "process_path", "process_cmdline", "login_ip", "username"] | None
+    ) = None
     judge: Literal["equal", "contains", "glob"] = "equal"
     value: str | None = Field(default=None, max_length=1024)
     scope: Literal["server", "all"] = "server"
@@ -51,8 +53,14 @@ class WhitelistSpec(BaseModel):
 
 class HandleIn(BaseModel):
     alarm_ids: list[str] = Field(min_length=1, max_length=service.MAX_BATCH)
-    action: Literal["mark_as_handled", "unhandle", "ignore", "do_not_ignore", "add_to_alarm_whitelist",
-                    "remove_from_alarm_whitelist"]
+    action: Literal[
+        "mark_as_handled",
+        "unhandle",
+        "ignore",
+        "do_not_ignore",
+        "add_to_alarm_whitelist",
+        "remove_from_alarm_whitelist",
+    ]
     remark: str = Field(default="", max_length=2000)
     whitelist: WhitelistSpec | None = None
 
@@ -116,15 +124,26 @@ def list_alarms(
     offset, limit = paging(offset, limit)
     with ctx.uow() as session:
         rows, total = service.list_alarms(
-            session, server_id=server_id, region=region, status=status, severity=severity,
-            event_class=event_class, category=category, attack_phase=attack_phase, q=q, since=since,
-            offset=offset, limit=limit,
+            session,
+            server_id=server_id,
+            region=region,
+            status=status,
+            severity=severity,
+            event_class=event_class,
+            category=category,
+            attack_phase=attack_phase,
+            q=q,
+            since=since,
+            offset=offset,
+            limit=limit,
         )
         return Page(items=[alarm_out(a, n) for a, n in rows], total=total, offset=offset, limit=limit)
 
 
 @router.get("/alarms/statistics")
-def alarm_statistics(_p: Reader, ctx: Ctx, region: str | None = None, server_id: str | None = None) -> dict[str, Any]:
+def alarm_statistics(
+    _p: Reader, ctx: Ctx, region: str | None = None, server_id: str | None = None
+) -> dict[str, Any]:
     with ctx.uow() as session:
         return service.statistics(session, region=region, server_id=server_id)
 
@@ -143,14 +162,24 @@ def get_alarm(alarm_id: str, _p: Reader, ctx: Ctx) -> AlarmOut:
 def handle_alarms(body: HandleIn, principal: Operator, ctx: Ctx) -> HandleOut:
     with ctx.uow() as session:
         outcomes = service.handle(
-            session, body.alarm_ids, body.action, remark=body.remark, actor=principal.username,
-            now=ctx.clock.now(), whitelist=body.whitelist.model_dump(exclude_none=True) if body.whitelist else None,
+            session,
+            body.alarm_ids,
+            body.action,
+            remark=body.remark,
+            actor=principal.username,
+            now=ctx.clock.now(),
+            whitelist=body.whitelist.model_dump(exclude_none=True) if body.whitelist else None,
         )
-    return HandleOut(results=[
-        HandleResult(alarm_id=o.alarm_id, ok=o.ok,
-                     error=ErrorInfo(code=o.error.code, message=o.error.message) if o.error else None)
-        for o in outcomes
-    ])
+    return HandleOut(
+        results=[
+            HandleResult(
+                alarm_id=o.alarm_id,
+                ok=o.ok,
+                error=ErrorInfo(code=o.error.code, message=o.error.message) if o.error else None,
+            )
+            for o in outcomes
+        ]
+    )
 
 
 @router.get("/whitelists/alarm", response_model=list[RuleOut])
@@ -163,9 +192,16 @@ def list_rules(_p: Reader, ctx: Ctx) -> list[RuleOut]:
 def create_rule(body: RuleIn, principal: Operator, ctx: Ctx) -> RuleOut:
     with ctx.uow() as session:
         rule: AlarmWhitelistRule = service.create_rule(
-            session, event_class=body.event_class, field=body.field, judge=body.judge, value=body.value,
-            server_ids=body.server_ids, expires_at=body.expires_at, description=body.description,
-            actor=principal.username, now=ctx.clock.now(),
+            session,
+            event_class=body.event_class,
+            field=body.field,
+            judge=body.judge,
+            value=body.value,
+            server_ids=body.server_ids,
+            expires_at=body.expires_at,
+            description=body.description,
+            actor=principal.username,
+            now=ctx.clock.now(),
         )
         return RuleOut.model_validate(rule)
 
@@ -179,4 +215,6 @@ def delete_rule(rule_id: str, principal: Operator, ctx: Ctx) -> None:
 @router.post("/whitelists/alarm/{rule_id}/apply")
 def apply_rule(rule_id: str, principal: Operator, ctx: Ctx) -> dict[str, int]:
     with ctx.uow() as session:
-        return {"handled": service.apply_rule(session, rule_id, actor=principal.username, now=ctx.clock.now())}
+        return {
+            "handled": service.apply_rule(session, rule_id, actor=principal.username, now=ctx.clock.now())
+        }

@@ -29,8 +29,14 @@ from hostward.manager.servers.models import Server
 from hostward.wire import ALARM_CLASSES, AlarmEvent
 from hostward.wire.alarms import SEVERITIES
 
-HANDLE_ACTIONS = ("mark_as_handled", "unhandle", "ignore", "do_not_ignore", "add_to_alarm_whitelist",
-                  "remove_from_alarm_whitelist")
+HANDLE_ACTIONS = (
+    "mark_as_handled",
+    "unhandle",
+    "ignore",
+    "do_not_ignore",
+    "add_to_alarm_whitelist",
+    "remove_from_alarm_whitelist",
+)
 MAX_BATCH = 1000
 EVIDENCE_ALIASES: dict[str, tuple[str, ...]] = {
     "file_hash": ("file_hash", "sha256"),
@@ -50,8 +56,9 @@ def evidence_value(evidence: dict[str, Any], field: str) -> str | None:
     return None
 
 
-def rule_matches(rule: AlarmWhitelistRule, server_id: str, event_class: str, evidence: dict[str, Any],
-                 now: datetime) -> bool:
+def rule_matches(
+    rule: AlarmWhitelistRule, server_id: str, event_class: str, evidence: dict[str, Any], now: datetime
+) -> bool:
     if rule.expires_at is not None and rule.expires_at <= now:
         return False
     if rule.event_class and rule.event_class != event_class:
@@ -68,22 +75,38 @@ def rule_matches(rule: AlarmWhitelistRule, server_id: str, event_class: str, evi
     return fnmatch.fnmatchcase(value, rule.value)
 
 
+_RULES_CACHE = "alarm_whitelist_rules"
+
+
 def _active_rules(session: Session, now: datetime) -> list[AlarmWhitelistRule]:
-    stmt = select(AlarmWhitelistRule).where(
-        or_(AlarmWhitelistRule.expires_at.is_(None), AlarmWhitelistRule.expires_at > now)
-    )
-    return list(session.scalars(stmt))
+    """Whitelist rules, loaded once per transaction (an ingest batch checks every event against them)."""
+    cached: list[AlarmWhitelistRule] | None = session.info.get(_RULES_CACHE)
+    if cached is None:
+        cached = list(session.scalars(select(AlarmWhitelistRule)))
+        session.info[_RULES_CACHE] = cached
+    return [r for r in cached if r.expires_at is None or r.expires_at > now]
 
 
-def ingest(session: Session, server: Server, event: AlarmEvent, now: datetime) -> Alarm:
-    """Store a detection: merge into the open alarm with the same fingerprint, or open a new one."""
+def _forget_rules(session: Session) -> None:
+    session.info.pop(_RULES_CACHE, None)
+
+
+def ingest(
+    session: Session, server: Server, event: AlarmEvent, now: datetime, *, refresh_risk: bool = True
+) -> Alarm:
+    """Store a detection: merge into the open alarm with the same fingerprint, or open a new one.
+
+    A batch ingest passes ``refresh_risk=False`` and calls ``refresh_server_risk`` once at the end.
+    """
     cls = ALARM_CLASSES.get(event.event_class)
     if cls is None:
         raise Invalid(f"unknown alarm class {event.event_class!r}")
     severity = event.severity or cls.severity
     occurred = min(event.occurred_at, now)
-    rule = next((r for r in _active_rules(session, now)
-                 if rule_matches(r, server.id, cls.code, event.evidence, now)), None)
+    rule = next(
+        (r for r in _active_rules(session, now) if rule_matches(r, server.id, cls.code, event.evidence, now)),
+        None,
+    )
     stmt = select(Alarm).where(
         Alarm.server_id == server.id,
         Alarm.event_class == cls.code,
@@ -100,7 +123,7 @@ def ingest(session: Session, server: Server, event: AlarmEvent, now: datetime) -
             existing.evidence = dict(event.evidence)
             existing.title = event.title or existing.title
         existing.first_seen = min(existing.first_seen, occurred)
-        if SEVERITIES.index(severity) < SEVERITIES.index(existing.severity):  # type: ignore[arg-type]
+        if SEVERITIES.index(severity) < SEVERITIES.index(existing.severity):
             existing.severity = severity
         return existing
     alarm = Alarm(
@@ -127,15 +150,17 @@ def ingest(session: Session, server: Server, event: AlarmEvent, now: datetime) -
         alarm.whitelist_rule_id = rule.id
     session.add(alarm)
     session.flush()
-    refresh_server_risk(session, server)
+    if refresh_risk:
+        refresh_server_risk(session, server)
     return alarm
 
 
 def refresh_server_risk(session: Session, server: Server) -> None:
     """Intrusion count = unhandled alarms; the scan result turns risky while any finding is open."""
-    server.risk_intrusions = session.scalar(
-        select(func.count()).where(Alarm.server_id == server.id, Alarm.status == "unhandled")
-    ) or 0
+    server.risk_intrusions = (
+        session.scalar(select(func.count()).where(Alarm.server_id == server.id, Alarm.status == "unhandled"))
+        or 0
+    )
     if server.scan_result == "scanning":
         return
     risky = server.risk_intrusions + server.risk_vulnerabilities + server.risk_baseline + server.risk_assets
@@ -256,8 +281,16 @@ def handle(
     return outcomes
 
 
-def _apply(session: Session, alarm: Alarm, action: str, *, remark: str, actor: str, now: datetime,
-           whitelist: dict[str, Any] | None) -> None:
+def _apply(
+    session: Session,
+    alarm: Alarm,
+    action: str,
+    *,
+    remark: str,
+    actor: str,
+    now: datetime,
+    whitelist: dict[str, Any] | None,
+) -> None:
     detail: dict[str, Any] = {"event_class": alarm.event_class}
     if action in ("mark_as_handled", "ignore", "add_to_alarm_whitelist"):
         if alarm.status == "handled":
@@ -272,27 +305,43 @@ def _apply(session: Session, alarm: Alarm, action: str, *, remark: str, actor: s
         alarm.handler = actor
         alarm.handled_at = now
     else:
-        expected = {"unhandle": "mark_as_handled", "do_not_ignore": "ignore",
-                    "remove_from_alarm_whitelist": "add_to_alarm_whitelist"}[action]
+        expected = {
+            "unhandle": "mark_as_handled",
+            "do_not_ignore": "ignore",
+            "remove_from_alarm_whitelist": "add_to_alarm_whitelist",
+        }[action]
         if alarm.status != "handled" or alarm.handle_action != expected:
-            raise Conflict(f"{action} undoes {expected}; this alarm's state is "
-                           f"{alarm.status}/{alarm.handle_action or '-'}")
+            raise Conflict(
+                f"{action} undoes {expected}; this alarm's state is "
+                f"{alarm.status}/{alarm.handle_action or '-'}"
+            )
         if action == "remove_from_alarm_whitelist" and alarm.whitelist_rule_id:
-            rule = session.get(AlarmWhitelistRule, alarm.whitelist_rule_id)
-            if rule is not None:
-                session.delete(rule)
+            created = session.get(AlarmWhitelistRule, alarm.whitelist_rule_id)
+            if created is not None:
+                session.delete(created)
+                _forget_rules(session)
             alarm.whitelist_rule_id = None
         alarm.status = "unhandled"
         alarm.handle_action = None
         alarm.handle_remark = remark[:2000]
         alarm.handler = actor
         alarm.handled_at = now
-    audit.record(session, actor, f"alarm_{action}", target_type="alarm", target_id=alarm.id,
-                 target_name=alarm.name, remark=remark, server_id=alarm.server_id, **detail)
+    audit.record(
+        session,
+        actor,
+        f"alarm_{action}",
+        target_type="alarm",
+        target_id=alarm.id,
+        target_name=alarm.name,
+        remark=remark,
+        server_id=alarm.server_id,
+        **detail,
+    )
 
 
-def _rule_from_alarm(session: Session, alarm: Alarm, spec: dict[str, Any], *, actor: str,
-                     now: datetime) -> AlarmWhitelistRule:
+def _rule_from_alarm(
+    session: Session, alarm: Alarm, spec: dict[str, Any], *, actor: str, now: datetime
+) -> AlarmWhitelistRule:
     field = spec.get("field")
     if field is None:
         field = next((f for f in WHITELIST_FIELDS if evidence_value(alarm.evidence, f) is not None), None)
@@ -303,9 +352,18 @@ def _rule_from_alarm(session: Session, alarm: Alarm, spec: dict[str, Any], *, ac
         raise Invalid(f"alarm evidence has no {field}; give a value")
     scope = spec.get("scope", "server")
     server_ids = None if scope == "all" else [alarm.server_id]
-    return create_rule(session, event_class=alarm.event_class, field=field, judge=spec.get("judge", "equal"),
-                       value=value, server_ids=server_ids, expires_at=spec.get("expires_at"),
-                       description=spec.get("description", f"from alarm {alarm.id}"), actor=actor, now=now)
+    return create_rule(
+        session,
+        event_class=alarm.event_class,
+        field=field,
+        judge=spec.get("judge", "equal"),
+        value=value,
+        server_ids=server_ids,
+        expires_at=spec.get("expires_at"),
+        description=spec.get("description", f"from alarm {alarm.id}"),
+        actor=actor,
+        now=now,
+    )
 
 
 # ---- whitelist rules ---------------------------------------------------------------------------------
@@ -338,13 +396,29 @@ def create_rule(
         for sid in server_ids:
             if session.get(Server, sid) is None:
                 raise NotFound(f"server {sid} not found")
-    rule = AlarmWhitelistRule(event_class=event_class, field=field, judge=judge, value=value,
-                              server_ids=server_ids, expires_at=expires_at, description=description[:1000],
-                              created_by=actor, created_at=now)
+    rule = AlarmWhitelistRule(
+        event_class=event_class,
+        field=field,
+        judge=judge,
+        value=value,
+        server_ids=server_ids,
+        expires_at=expires_at,
+        description=description[:1000],
+        created_by=actor,
+        created_at=now,
+    )
     session.add(rule)
     session.flush()
-    audit.record(session, actor, "add_alarm_whitelist", target_type="alarm_whitelist", target_id=rule.id,
-                 target_name=f"{field} {judge} {value}"[:255], event_class=event_class)
+    _forget_rules(session)
+    audit.record(
+        session,
+        actor,
+        "add_alarm_whitelist",
+        target_type="alarm_whitelist",
+        target_id=rule.id,
+        target_name=f"{field} {judge} {value}"[:255],
+        event_class=event_class,
+    )
     return rule
 
 
@@ -358,14 +432,16 @@ def delete_rule(session: Session, rule_id: str, *, actor: str) -> None:
     if rule is None:
         raise NotFound("whitelist rule not found")
     session.delete(rule)
+    _forget_rules(session)
     audit.record(session, actor, "remove_alarm_whitelist", target_type="alarm_whitelist", target_id=rule_id)
 
 
 def apply_rule(session: Session, rule_id: str, *, actor: str, now: datetime) -> int:
     """Retroactively handle open alarms the rule matches; returns how many."""
-    rule = session.get(AlarmWhitelistRule, rule_id)
-    if rule is None:
+    found = session.get(AlarmWhitelistRule, rule_id)
+    if found is None:
         raise NotFound("whitelist rule not found")
+    rule = found
     stmt = select(Alarm).where(Alarm.status == "unhandled")
     if rule.event_class:
         stmt = stmt.where(Alarm.event_class == rule.event_class)
@@ -387,8 +463,14 @@ def apply_rule(session: Session, rule_id: str, *, actor: str, now: datetime) -> 
         server = session.get(Server, sid)
         if server is not None:
             refresh_server_risk(session, server)
-    audit.record(session, actor, "apply_alarm_whitelist", target_type="alarm_whitelist", target_id=rule.id,
-                 matched=count)
+    audit.record(
+        session,
+        actor,
+        "apply_alarm_whitelist",
+        target_type="alarm_whitelist",
+        target_id=rule.id,
+        matched=count,
+    )
     return count
 
 

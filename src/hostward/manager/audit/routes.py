@@ -39,6 +39,13 @@ def list_audit(
 ) -> Page[AuditOut]:
     offset, limit = paging(offset, limit)
     with ctx.uow() as session:
-        rows, total = service.list_records(session, actor=actor, action=action, target_type=target_type,
-                                           target_id=target_id, offset=offset, limit=limit)
+        rows, total = service.list_records(
+            session,
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            offset=offset,
+            limit=limit,
+        )
         return Page(items=[AuditOut.model_validate(r) for r in rows], total=total, offset=offset, limit=limit)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from hostward.core.errors import HostwardError
 from hostward.manager.auth import service
 from hostward.manager.deps import SESSION_COOKIE, Admin, Ctx, Reader, client_ip
 from hostward.manager.schemas_common import ApiModel
@@ -58,14 +59,34 @@ class TokenCreated(TokenOut):
 @router.post("/auth/login", response_model=LoginOut)
 def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
     s = ctx.settings
+    failure: HostwardError | None = None
     with ctx.uow() as session:
-        raw, token, user = service.login(
-            session, body.username, body.password, client_ip=client_ip(request), now=ctx.clock.now(),
-            max_failures=s.login_max_failures, window_s=s.login_failure_window_s, session_hours=s.session_hours,
-        )
-        out = LoginOut(token=raw, expires_at=token.expires_at, user=UserOut.model_validate(user))
-    response.set_cookie(SESSION_COOKIE, raw, httponly=True, samesite="strict",
-                        secure=not s.plain_http, max_age=s.session_hours * 3600)
+        # A refusal is caught inside the unit of work so that the failed attempt it recorded is
+        # committed: that is what the rate limit counts.
+        try:
+            raw, token, user = service.login(
+                session,
+                body.username,
+                body.password,
+                client_ip=client_ip(request),
+                now=ctx.clock.now(),
+                max_failures=s.login_max_failures,
+                window_s=s.login_failure_window_s,
+                session_hours=s.session_hours,
+            )
+            out = LoginOut(token=raw, expires_at=token.expires_at, user=UserOut.model_validate(user))
+        except HostwardError as exc:
+            failure = exc
+    if failure is not None:
+        raise failure
+    response.set_cookie(
+        SESSION_COOKIE,
+        raw,
+        httponly=True,
+        samesite="strict",
+        secure=not s.plain_http,
+        max_age=s.session_hours * 3600,
+    )
     return out
 
 

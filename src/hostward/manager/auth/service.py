@@ -65,8 +65,9 @@ def create_user(session: Session, username: str, password: str, role: str, *, ac
     user = User(username=username, password_hash=hash_password(password), role=role)
     session.add(user)
     session.flush()
-    audit.record(session, actor, "create_user", target_type="user", target_id=user.id, target_name=username,
-                 role=role)
+    audit.record(
+        session, actor, "create_user", target_type="user", target_id=user.id, target_name=username, role=role
+    )
     return user
 
 
@@ -82,8 +83,9 @@ def delete_user(session: Session, user_id: str, *, actor: str) -> None:
     if user.role == "admin" and admins <= 1:
         raise Conflict("cannot delete the last administrator")
     session.delete(user)
-    audit.record(session, actor, "delete_user", target_type="user", target_id=user_id,
-                 target_name=user.username)
+    audit.record(
+        session, actor, "delete_user", target_type="user", target_id=user_id, target_name=user.username
+    )
 
 
 def login(
@@ -99,11 +101,14 @@ def login(
 ) -> tuple[str, ApiToken, User]:
     """Check the password and open a console/API session; too many recent failures -> RateLimited."""
     since = now - timedelta(seconds=window_s)
-    failures = session.scalar(
-        select(func.count()).where(
-            LoginAttempt.username == username, LoginAttempt.success.is_(False), LoginAttempt.at >= since
+    failures = (
+        session.scalar(
+            select(func.count()).where(
+                LoginAttempt.username == username, LoginAttempt.success.is_(False), LoginAttempt.at >= since
+            )
         )
-    ) or 0
+        or 0
+    )
     if failures >= max_failures:
         raise RateLimited(f"too many failed logins for {username!r}; try again later")
     user = session.scalar(select(User).where(User.username == username))
@@ -112,10 +117,18 @@ def login(
     if not ok or user is None:
         session.flush()
         raise Unauthorized("invalid username or password")
-    raw, token = _new_token(session, user, kind="session", name="login",
-                            expires_at=now + timedelta(hours=session_hours))
-    audit.record(session, user.username, "login", target_type="user", target_id=user.id,
-                 target_name=user.username, client_ip=client_ip)
+    raw, token = _new_token(
+        session, user, kind="session", name="login", expires_at=now + timedelta(hours=session_hours)
+    )
+    audit.record(
+        session,
+        user.username,
+        "login",
+        target_type="user",
+        target_id=user.id,
+        target_name=user.username,
+        client_ip=client_ip,
+    )
     return raw, token, user
 
 
@@ -140,8 +153,14 @@ def create_api_token(
     if user is None:
         raise NotFound("user not found")
     raw, token = _new_token(session, user, kind="api", name=name[:128], expires_at=expires_at)
-    audit.record(session, principal.username, "create_api_token", target_type="api_token",
-                 target_id=token.id, target_name=name)
+    audit.record(
+        session,
+        principal.username,
+        "create_api_token",
+        target_type="api_token",
+        target_id=token.id,
+        target_name=name,
+    )
     return raw, token
 
 

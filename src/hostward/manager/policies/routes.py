@@ -59,16 +59,30 @@ def to_out(group: PolicyGroup, host_num: int) -> GroupOut:
     policies = []
     for p in group.policies:
         spec = POLICY_SPECS.get(p.key)
-        policies.append(PolicyOut(
-            key=p.key, title=spec.title if spec else p.key, description=spec.description if spec else "",
-            enabled=p.enabled, settings=p.settings,
-            settings_schema=spec.settings_model.model_json_schema() if spec else {},
-        ))
+        policies.append(
+            PolicyOut(
+                key=p.key,
+                title=spec.title if spec else p.key,
+                description=spec.description if spec else "",
+                enabled=p.enabled,
+                settings=p.settings,
+                settings_schema=spec.settings_model.model_json_schema() if spec else {},
+            )
+        )
     return GroupOut(
-        id=group.id, name=group.name, description=group.description, edition=group.edition, os=group.os,
-        is_default=group.is_default, view_only=group.view_only, copyable=group.copyable,
-        deletable=not group.is_default and host_num == 0, version=group.version, host_num=host_num,
-        created_at=group.created_at, policies=policies,
+        id=group.id,
+        name=group.name,
+        description=group.description,
+        edition=group.edition,
+        os=group.os,
+        is_default=group.is_default,
+        view_only=group.view_only,
+        copyable=group.copyable,
+        deletable=not group.is_default and host_num == 0,
+        version=group.version,
+        host_num=host_num,
+        created_at=group.created_at,
+        policies=policies,
     )
 
 
@@ -94,8 +108,9 @@ def copy_group(group_id: str, body: CopyIn, principal: Operator, ctx: Ctx) -> Gr
 @router.patch("/policy-groups/{group_id}/policies/{key}", response_model=GroupOut)
 def patch_policy(group_id: str, key: str, body: PolicyPatch, principal: Operator, ctx: Ctx) -> GroupOut:
     with ctx.uow() as session:
-        service.update_policy(session, group_id, key, enabled=body.enabled, settings=body.settings,
-                              actor=principal.username)
+        service.update_policy(
+            session, group_id, key, enabled=body.enabled, settings=body.settings, actor=principal.username
+        )
         return to_out(service.get_group(session, group_id), service.host_count(session, group_id))
 
 

@@ -66,8 +66,11 @@ def _add_missing_policies(session: Session, group: PolicyGroup) -> None:
     for spec in specs_for(group.edition):
         if spec.key not in have:
             group.policies.append(
-                Policy(key=spec.key, enabled=spec.enabled_by_default(group.edition),
-                       settings=spec.default_settings())
+                Policy(
+                    key=spec.key,
+                    enabled=spec.enabled_by_default(group.edition),
+                    settings=spec.default_settings(),
+                )
             )
 
 
@@ -81,14 +84,12 @@ def default_group(session: Session, edition: str) -> PolicyGroup:
 
 def list_groups(session: Session) -> list[tuple[PolicyGroup, int]]:
     counts = dict(
-        session.execute(
-            select(Server.policy_group_id, func.count()).group_by(Server.policy_group_id)
-        ).all()
+        session.execute(select(Server.policy_group_id, func.count()).group_by(Server.policy_group_id)).all()
     )
     groups = session.scalars(
-        select(PolicyGroup).options(selectinload(PolicyGroup.policies)).order_by(
-            PolicyGroup.is_default.desc(), PolicyGroup.name
-        )
+        select(PolicyGroup)
+        .options(selectinload(PolicyGroup.policies))
+        .order_by(PolicyGroup.is_default.desc(), PolicyGroup.name)
     ).all()
     return [(g, int(counts.get(g.id, 0))) for g in groups]
 
@@ -127,8 +128,15 @@ def copy_group(session: Session, group_id: str, name: str, description: str, *, 
         group.policies.append(Policy(key=p.key, enabled=p.enabled, settings=dict(p.settings)))
     session.add(group)
     session.flush()
-    audit.record(session, actor, "add_policy_group", target_type="policy_group", target_id=group.id,
-                 target_name=name, copied_from=source.name)
+    audit.record(
+        session,
+        actor,
+        "add_policy_group",
+        target_type="policy_group",
+        target_id=group.id,
+        target_name=name,
+        copied_from=source.name,
+    )
     return group
 
 
@@ -157,9 +165,17 @@ def update_policy(
     session.flush()
     for server in session.scalars(select(Server).where(Server.policy_group_id == group.id)):
         refresh_server_policy(session, server)
-    audit.record(session, actor, "modify_policy", target_type="policy_group", target_id=group.id,
-                 target_name=group.name, policy=key, before=before,
-                 after={"enabled": policy.enabled, "settings": policy.settings})
+    audit.record(
+        session,
+        actor,
+        "modify_policy",
+        target_type="policy_group",
+        target_id=group.id,
+        target_name=group.name,
+        policy=key,
+        before=before,
+        after={"enabled": policy.enabled, "settings": policy.settings},
+    )
     return policy
 
 
@@ -170,8 +186,14 @@ def delete_group(session: Session, group_id: str, *, actor: str) -> None:
     if host_count(session, group_id):
         raise Conflict(f"policy group {group.name} is deployed to servers and cannot be deleted")
     session.delete(group)
-    audit.record(session, actor, "delete_policy_group", target_type="policy_group", target_id=group_id,
-                 target_name=group.name)
+    audit.record(
+        session,
+        actor,
+        "delete_policy_group",
+        target_type="policy_group",
+        target_id=group_id,
+        target_name=group.name,
+    )
 
 
 def apply_group(session: Session, group_id: str, server_ids: list[str], *, actor: str) -> list[Server]:
@@ -193,8 +215,15 @@ def apply_group(session: Session, group_id: str, server_ids: list[str], *, actor
     for server in servers:
         server.policy_group_id = group.id
         refresh_server_policy(session, server)
-        audit.record(session, actor, "deploy_policy_group", target_type="server", target_id=server.id,
-                     target_name=server.name, group=group.name)
+        audit.record(
+            session,
+            actor,
+            "deploy_policy_group",
+            target_type="server",
+            target_id=server.id,
+            target_name=server.name,
+            group=group.name,
+        )
     return servers
 
 
@@ -217,7 +246,7 @@ def bundle_for(session: Session, server: Server) -> PolicyBundle:
     }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).digest()
     version = int.from_bytes(digest[:6], "big")  # fits a signed 64-bit column and JSON numbers
-    return PolicyBundle(version=version, **body)  # type: ignore[arg-type]
+    return PolicyBundle(version=version, **body)
 
 
 def refresh_server_policy(session: Session, server: Server) -> int:

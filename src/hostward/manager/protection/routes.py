@@ -39,11 +39,17 @@ class ProtectionResponse(BaseModel):
 
 
 def _response(outcomes: list[service.Outcome]) -> ProtectionResponse:
-    return ProtectionResponse(results=[
-        ProtectionResult(server_id=o.server_id, ok=o.ok, quota_id=o.quota_id,
-                         error=ErrorInfo(code=o.error.code, message=o.error.message) if o.error else None)
-        for o in outcomes
-    ])
+    return ProtectionResponse(
+        results=[
+            ProtectionResult(
+                server_id=o.server_id,
+                ok=o.ok,
+                quota_id=o.quota_id,
+                error=ErrorInfo(code=o.error.code, message=o.error.message) if o.error else None,
+            )
+            for o in outcomes
+        ]
+    )
 
 
 @router.post("/protection/enable", response_model=ProtectionResponse)
@@ -53,22 +59,43 @@ def enable(body: EnableIn, principal: Operator, ctx: Ctx) -> ProtectionResponse:
 
         raise Invalid("quota_id can be given only with a single server")
     with ctx.uow() as session:
-        outcomes = service.batch(session, body.server_ids, service.enable_one, body.edition, ctx.clock.now(),
-                                 ctx.settings, actor=principal.username, quota_id=body.quota_id)
+        outcomes = service.batch(
+            session,
+            body.server_ids,
+            service.enable_one,
+            body.edition,
+            ctx.clock.now(),
+            ctx.settings,
+            actor=principal.username,
+            quota_id=body.quota_id,
+        )
     return _response(outcomes)
 
 
 @router.post("/protection/disable", response_model=ProtectionResponse)
 def disable(body: DisableIn, principal: Operator, ctx: Ctx) -> ProtectionResponse:
     with ctx.uow() as session:
-        outcomes = service.batch(session, body.server_ids, service.disable_one, ctx.clock.now(), ctx.settings,
-                                 actor=principal.username)
+        outcomes = service.batch(
+            session,
+            body.server_ids,
+            service.disable_one,
+            ctx.clock.now(),
+            ctx.settings,
+            actor=principal.username,
+        )
     return _response(outcomes)
 
 
 @router.post("/protection/switch-edition", response_model=ProtectionResponse)
 def switch_edition(body: SwitchIn, principal: Operator, ctx: Ctx) -> ProtectionResponse:
     with ctx.uow() as session:
-        outcomes = service.batch(session, body.server_ids, service.switch_edition_one, body.edition,
-                                 ctx.clock.now(), ctx.settings, actor=principal.username)
+        outcomes = service.batch(
+            session,
+            body.server_ids,
+            service.switch_edition_one,
+            body.edition,
+            ctx.clock.now(),
+            ctx.settings,
+            actor=principal.username,
+        )
     return _response(outcomes)

@@ -165,8 +165,10 @@ def enable_one(
     server = _lock_server(session, server_id)
     server.agent_status = derive_agent_status(server, now, settings)
     if server.agent_status != "online":
-        raise AgentNotOnline(f"server {server.name}: agent is {server.agent_status}; a quota binds only "
-                             "to a server whose agent is online")
+        raise AgentNotOnline(
+            f"server {server.name}: agent is {server.agent_status}; a quota binds only "
+            "to a server whose agent is online"
+        )
     if server.edition is not None:
         if server.edition == edition:
             raise Conflict(f"server {server.name} is already protected by the {edition} edition")
@@ -176,8 +178,16 @@ def enable_one(
     server.open_time = now
     server.policy_group_id = policies.default_group(session, edition).id
     _after_protection_change(session, server, now, settings)
-    audit.record(session, actor, "open_protection", target_type="server", target_id=server.id,
-                 target_name=server.name, edition=edition, quota_id=qid)
+    audit.record(
+        session,
+        actor,
+        "open_protection",
+        target_type="server",
+        target_id=server.id,
+        target_name=server.name,
+        edition=edition,
+        quota_id=qid,
+    )
     if trigger_scan:
         from hostward.manager.scans import service as scans
 
@@ -185,7 +195,9 @@ def enable_one(
     return qid
 
 
-def disable_one(session: Session, server_id: str, now: datetime, settings: ManagerSettings, *, actor: str) -> None:
+def disable_one(
+    session: Session, server_id: str, now: datetime, settings: ManagerSettings, *, actor: str
+) -> None:
     server = _lock_server(session, server_id)
     if server.edition is None:
         raise Conflict(f"server {server.name} is not protected")
@@ -199,8 +211,16 @@ def disable_one(session: Session, server_id: str, now: datetime, settings: Manag
     server.open_time = None
     session.flush()
     _after_protection_change(session, server, now, settings)
-    audit.record(session, actor, "close_protection", target_type="server", target_id=server.id,
-                 target_name=server.name, edition=edition, quota_id=quota.id if quota else None)
+    audit.record(
+        session,
+        actor,
+        "close_protection",
+        target_type="server",
+        target_id=server.id,
+        target_name=server.name,
+        edition=edition,
+        quota_id=quota.id if quota else None,
+    )
 
 
 def switch_edition_one(
@@ -223,13 +243,24 @@ def switch_edition_one(
     server.edition = edition
     server.policy_group_id = policies.default_group(session, edition).id
     _after_protection_change(session, server, now, settings)
-    audit.record(session, actor, "switch_edition", target_type="server", target_id=server.id,
-                 target_name=server.name, old=old_edition, new=edition, quota_id=qid,
-                 freed_quota_id=old.id if old else None)
+    audit.record(
+        session,
+        actor,
+        "switch_edition",
+        target_type="server",
+        target_id=server.id,
+        target_name=server.name,
+        old=old_edition,
+        new=edition,
+        quota_id=qid,
+        freed_quota_id=old.id if old else None,
+    )
     return qid
 
 
-def batch(session: Session, server_ids: list[str], fn: object, *args: object, **kwargs: object) -> list[Outcome]:
+def batch(
+    session: Session, server_ids: list[str], fn: object, *args: object, **kwargs: object
+) -> list[Outcome]:
     """Run ``fn`` per server in its own savepoint: one refusal does not undo the others."""
     outcomes = []
     for sid in server_ids:
@@ -242,7 +273,9 @@ def batch(session: Session, server_ids: list[str], fn: object, *args: object, **
     return outcomes
 
 
-def on_enrolled(session: Session, server: Server, now: datetime, settings: ManagerSettings, actor: str) -> None:
+def on_enrolled(
+    session: Session, server: Server, now: datetime, settings: ManagerSettings, actor: str
+) -> None:
     """Auto-bind (switch off by default): give a newly enrolled online server an idle quota."""
     config = global_settings.get(session, "auto_bind") or {}
     if not config.get("enabled") or server.edition is not None:

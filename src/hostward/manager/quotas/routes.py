@@ -49,9 +49,18 @@ class AutoBind(BaseModel):
 
 
 def to_out(quota: Quota, server_name: str | None) -> QuotaOut:
-    return QuotaOut(id=quota.id, edition=quota.edition, region=quota.region, status=quota.status,
-                    usage=quota.usage, server_id=quota.server_id, server_name=server_name,
-                    expires_at=quota.expires_at, bound_at=quota.bound_at, created_at=quota.created_at)
+    return QuotaOut(
+        id=quota.id,
+        edition=quota.edition,
+        region=quota.region,
+        status=quota.status,
+        usage=quota.usage,
+        server_id=quota.server_id,
+        server_name=server_name,
+        expires_at=quota.expires_at,
+        bound_at=quota.bound_at,
+        created_at=quota.created_at,
+    )
 
 
 @router.get("/quotas", response_model=Page[QuotaOut])
@@ -67,17 +76,25 @@ def list_quotas(
 ) -> Page[QuotaOut]:
     offset, limit = paging(offset, limit)
     with ctx.uow() as session:
-        rows, total = service.list_quotas(session, region=region, edition=edition, status=status, usage=usage,
-                                          offset=offset, limit=limit)
+        rows, total = service.list_quotas(
+            session, region=region, edition=edition, status=status, usage=usage, offset=offset, limit=limit
+        )
         return Page(items=[to_out(q, n) for q, n in rows], total=total, offset=offset, limit=limit)
 
 
 @router.post("/quotas", response_model=Page[QuotaOut], status_code=201)
 def add_quotas(body: QuotaIn, principal: Admin, ctx: Ctx) -> Page[QuotaOut]:
     with ctx.uow() as session:
-        quotas = service.add_quotas(session, body.edition, body.count, expires_at=body.expires_at,
-                                    region=body.region, now=ctx.clock.now(), settings=ctx.settings,
-                                    actor=principal.username)
+        quotas = service.add_quotas(
+            session,
+            body.edition,
+            body.count,
+            expires_at=body.expires_at,
+            region=body.region,
+            now=ctx.clock.now(),
+            settings=ctx.settings,
+            actor=principal.username,
+        )
         return Page(items=[to_out(q, None) for q in quotas], total=len(quotas), offset=0, limit=len(quotas))
 
 
@@ -85,8 +102,15 @@ def add_quotas(body: QuotaIn, principal: Admin, ctx: Ctx) -> Page[QuotaOut]:
 def bind(quota_id: str, body: BindIn, principal: Operator, ctx: Ctx) -> QuotaOut:
     with ctx.uow() as session:
         quota = service.get_quota(session, quota_id)
-        protection.enable_one(session, body.server_id, quota.edition, ctx.clock.now(), ctx.settings,
-                              actor=principal.username, quota_id=quota_id)
+        protection.enable_one(
+            session,
+            body.server_id,
+            quota.edition,
+            ctx.clock.now(),
+            ctx.settings,
+            actor=principal.username,
+            quota_id=quota_id,
+        )
         server = session.get(Server, body.server_id)
         return to_out(service.get_quota(session, quota_id), server.name if server else None)
 
@@ -100,7 +124,9 @@ def unbind(quota_id: str, principal: Operator, ctx: Ctx) -> QuotaOut:
             from hostward.core.errors import Conflict
 
             raise Conflict("quota is idle")
-        protection.disable_one(session, quota.server_id, ctx.clock.now(), ctx.settings, actor=principal.username)
+        protection.disable_one(
+            session, quota.server_id, ctx.clock.now(), ctx.settings, actor=principal.username
+        )
         return to_out(service.get_quota(session, quota_id), None)
 
 
@@ -120,6 +146,12 @@ def get_auto_bind(_p: Reader, ctx: Ctx) -> AutoBind:
 def put_auto_bind(body: AutoBind, principal: Admin, ctx: Ctx) -> AutoBind:
     with ctx.uow() as session:
         global_settings.put(session, "auto_bind", body.model_dump(), ctx.clock.now())
-        audit.record(session, principal.username, "change_auto_bind", target_type="setting",
-                     target_id="auto_bind", **body.model_dump())
+        audit.record(
+            session,
+            principal.username,
+            "change_auto_bind",
+            target_type="setting",
+            target_id="auto_bind",
+            **body.model_dump(),
+        )
     return body

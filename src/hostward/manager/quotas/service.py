@@ -43,12 +43,23 @@ def add_quotas(
         raise Invalid(f"count must be between 1 and {MAX_ADD}")
     region_name = regions.ensure(session, region)
     status = quota_status(expires_at, now, settings.quota_grace_days)
-    quotas = [Quota(edition=edition, region=region_name, expires_at=expires_at, status=status, created_at=now)
-              for _ in range(count)]
+    quotas = [
+        Quota(edition=edition, region=region_name, expires_at=expires_at, status=status, created_at=now)
+        for _ in range(count)
+    ]
     session.add_all(quotas)
     session.flush()
-    audit.record(session, actor, "add_quotas", target_type="quota", target_name=edition, edition=edition,
-                 count=count, region=region_name, expires_at=expires_at.isoformat() if expires_at else None)
+    audit.record(
+        session,
+        actor,
+        "add_quotas",
+        target_type="quota",
+        target_name=edition,
+        edition=edition,
+        count=count,
+        region=region_name,
+        expires_at=expires_at.isoformat() if expires_at else None,
+    )
     return quotas
 
 
@@ -94,7 +105,9 @@ def delete_quota(session: Session, quota_id: str, *, actor: str) -> None:
     if quota.server_id is not None:
         raise Conflict("quota is in use; unbind it first")
     session.delete(quota)
-    audit.record(session, actor, "delete_quota", target_type="quota", target_id=quota_id, edition=quota.edition)
+    audit.record(
+        session, actor, "delete_quota", target_type="quota", target_id=quota_id, edition=quota.edition
+    )
 
 
 def usage_summary(session: Session, region: str | None = None) -> dict[str, dict[str, int]]:
@@ -105,14 +118,18 @@ def usage_summary(session: Session, region: str | None = None) -> dict[str, dict
         stmt = stmt.where(Quota.region == region)
     out: dict[str, dict[str, int]] = {}
     for edition, used, status, n in session.execute(stmt):
-        row = out.setdefault(edition, {"total": 0, "used": 0, "idle": 0, "normal": 0, "expired": 0, "frozen": 0})
+        row = out.setdefault(
+            edition, {"total": 0, "used": 0, "idle": 0, "normal": 0, "expired": 0, "frozen": 0}
+        )
         row["total"] += n
         row["used" if used else "idle"] += n
         row[status] += n
     return out
 
 
-def refresh_quota_statuses(session: Session, now: datetime, grace_days: int, settings: ManagerSettings | None = None) -> int:
+def refresh_quota_statuses(
+    session: Session, now: datetime, grace_days: int, settings: ManagerSettings | None = None
+) -> int:
     """Move quotas to expired / frozen as time passes; re-derive protection of affected servers."""
     from hostward.manager.protection import service as protection
 
@@ -124,8 +141,9 @@ def refresh_quota_statuses(session: Session, now: datetime, grace_days: int, set
         old = quota.status
         quota.status = status
         changed += 1
-        audit.record(session, "system", "quota_status", target_type="quota", target_id=quota.id,
-                     old=old, new=status)
+        audit.record(
+            session, "system", "quota_status", target_type="quota", target_id=quota.id, old=old, new=status
+        )
         if quota.server_id is not None and settings is not None:
             server = session.get(Server, quota.server_id)
             if server is not None:

@@ -34,7 +34,8 @@ def list_regions(_p: Reader, ctx: Ctx) -> list[RegionOut]:
 def create_region(body: RegionIn, principal: Admin, ctx: Ctx) -> RegionOut:
     with ctx.uow() as session:
         name = service.ensure(session, body.name)
-        audit.record(session, principal.username, "add_region", target_type="region", target_id=name,
-                     target_name=name)
+        audit.record(
+            session, principal.username, "add_region", target_type="region", target_id=name, target_name=name
+        )
         session.flush()
         return RegionOut.model_validate(next(r for r in service.list_regions(session) if r.name == name))

@@ -29,7 +29,7 @@ ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
 SYSTEM_ACTOR = "system"
 # Servers planned per run of the daily planner (it runs every minute, so a large fleet catches up).
-PLAN_BATCH = 2000
+PLAN_BATCH = 500
 
 
 def _queue_command(
@@ -168,7 +168,7 @@ def list_scans(
         stmt = stmt.where(Scan.trigger == trigger)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(stmt.order_by(Scan.created_at.desc(), Scan.id.desc()).offset(offset).limit(limit))
-    return [(scan, name) for scan, name in rows.tuples()], total
+    return [(scan, name) for scan, name in rows], total
 
 
 def _has_open_findings(session: Session, server: Server) -> bool:

@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Delete, delete, select
 from sqlalchemy.orm import Session
 
-from hostward.manager.agentlink.models import AgentCommand, IngestedEvent
+from hostward.manager.agentlink.models import AgentCommand
 from hostward.manager.auth.models import LoginAttempt
 from hostward.manager.scheduler.models import Job
 from hostward.manager.servers.models import Server
@@ -31,6 +31,7 @@ def purge_expired(session: Session, now: datetime, settings: ManagerSettings) ->
 
     Returns the number of rows removed per kind.
     """
+    from hostward.manager.agentlink import ingest
     from hostward.manager.alarms import service as alarms
 
     counts = {"alarms": alarms.purge_old(session, now, settings.alarm_retention_days)}
@@ -38,10 +39,7 @@ def purge_expired(session: Session, now: datetime, settings: ManagerSettings) ->
         # Expired unhandled alarms no longer count as open findings.
         for server in session.scalars(select(Server).where(Server.risk_intrusions > 0)):
             alarms.refresh_server_risk(session, server)
-    counts["ingested_events"] = _deleted(
-        session,
-        delete(IngestedEvent).where(IngestedEvent.received_at < now - timedelta(days=INGESTED_EVENT_DAYS)),
-    )
+    counts["ingested_events"] = ingest.prune_ingested(session, now, keep_days=INGESTED_EVENT_DAYS)
     counts["login_attempts"] = _deleted(
         session, delete(LoginAttempt).where(LoginAttempt.at < now - timedelta(days=LOGIN_ATTEMPT_DAYS))
     )

@@ -41,12 +41,24 @@ def list_servers(
     offset, limit = paging(offset, limit)
     with ctx.uow() as session:
         rows, total = service.list_servers(
-            session, region=region, edition=edition, agent_status=agent_status,
-            protection_status=protection_status, scan_result=scan_result, server_group_id=server_group_id,
-            asset_importance=asset_importance, label=label, q=q, sort=sort, offset=offset, limit=limit,
+            session,
+            region=region,
+            edition=edition,
+            agent_status=agent_status,
+            protection_status=protection_status,
+            scan_result=scan_result,
+            server_group_id=server_group_id,
+            asset_importance=asset_importance,
+            label=label,
+            q=q,
+            sort=sort,
+            offset=offset,
+            limit=limit,
         )
         quotas = service.quota_ids(session, [s.id for s in rows])
-        return Page(items=[to_out(s, quotas.get(s.id)) for s in rows], total=total, offset=offset, limit=limit)
+        return Page(
+            items=[to_out(s, quotas.get(s.id)) for s in rows], total=total, offset=offset, limit=limit
+        )
 
 
 @router.get("/servers/statistics")
@@ -72,8 +84,9 @@ def get_server(server_id: str, _p: Reader, ctx: Ctx) -> ServerOut:
 @router.patch("/servers/{server_id}", response_model=ServerOut)
 def patch_server(server_id: str, body: ServerPatch, principal: Operator, ctx: Ctx) -> ServerOut:
     with ctx.uow() as session:
-        server = service.update_server(session, server_id, body.model_dump(exclude_unset=True),
-                                       actor=principal.username)
+        server = service.update_server(
+            session, server_id, body.model_dump(exclude_unset=True), actor=principal.username
+        )
         return to_out(server, service.quota_ids(session, [server.id]).get(server.id))
 
 
@@ -103,7 +116,9 @@ def list_groups(_p: Reader, ctx: Ctx) -> list[ServerGroupOut]:
 @router.post("/server-groups", response_model=ServerGroupOut, status_code=201)
 def create_group(body: ServerGroupIn, principal: Operator, ctx: Ctx) -> ServerGroupOut:
     with ctx.uow() as session:
-        return ServerGroupOut.model_validate(service.create_group(session, body.name, actor=principal.username))
+        return ServerGroupOut.model_validate(
+            service.create_group(session, body.name, actor=principal.username)
+        )
 
 
 @router.delete("/server-groups/{group_id}", status_code=204)

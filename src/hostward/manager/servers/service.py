@@ -49,7 +49,7 @@ def _filtered(
     asset_importance: str | None,
     label: str | None,
     q: str | None,
-) -> Select[tuple[Server]]:
+) -> Select[Any]:
     stmt = select(Server)
     if region:
         stmt = stmt.where(Server.region == region)
@@ -73,8 +73,12 @@ def _filtered(
     if q:
         like = f"%{q.strip()}%"
         stmt = stmt.where(
-            or_(Server.name.ilike(like), Server.hostname.ilike(like), cast(Server.ips, String).ilike(like),
-                Server.id == q.strip())
+            or_(
+                Server.name.ilike(like),
+                Server.hostname.ilike(like),
+                cast(Server.ips, String).ilike(like),
+                Server.id == q.strip(),
+            )
         )
     return stmt
 
@@ -98,13 +102,19 @@ def list_servers(
     if sort not in SORTS:
         raise Invalid(f"sort must be one of {', '.join(SORTS)}")
     stmt = _filtered(
-        region=region, edition=edition, agent_status=agent_status, protection_status=protection_status,
-        scan_result=scan_result, server_group_id=server_group_id, asset_importance=asset_importance,
-        label=label, q=q,
+        region=region,
+        edition=edition,
+        agent_status=agent_status,
+        protection_status=protection_status,
+        scan_result=scan_result,
+        server_group_id=server_group_id,
+        asset_importance=asset_importance,
+        label=label,
+        q=q,
     )
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(stmt.order_by(SORTS[sort], Server.id).offset(offset).limit(limit)).all()
-    return list(rows), total
+    return [r for r in rows], total
 
 
 def quota_ids(session: Session, server_ids: list[str]) -> dict[str, str]:
@@ -141,13 +151,15 @@ def register(session: Session, name: str, ips: list[str], region: str | None, *,
     server = Server(name=name.strip(), ips=list(ips), region=regions.ensure(session, region))
     session.add(server)
     session.flush()
-    audit.record(session, actor, "add_server", target_type="server", target_id=server.id, target_name=server.name)
+    audit.record(
+        session, actor, "add_server", target_type="server", target_id=server.id, target_name=server.name
+    )
     return server
 
 
 def update_server(session: Session, server_id: str, changes: dict[str, Any], *, actor: str) -> Server:
     server = get_server(session, server_id)
-    before = {}
+    before: dict[str, Any] = {}
     if "name" in changes and changes["name"] is not None:
         name = str(changes["name"]).strip()
         if not name or len(name) > 255:
@@ -156,7 +168,9 @@ def update_server(session: Session, server_id: str, changes: dict[str, Any], *, 
     if "region" in changes and changes["region"] is not None:
         region = regions.ensure(session, changes["region"])
         if region != server.region and server.edition is not None:
-            raise Conflict("disable protection before moving the server to another region (quotas are per region)")
+            raise Conflict(
+                "disable protection before moving the server to another region (quotas are per region)"
+            )
         before["region"], server.region = server.region, region
     if "server_group_id" in changes:
         gid = changes["server_group_id"]
@@ -166,14 +180,24 @@ def update_server(session: Session, server_id: str, changes: dict[str, Any], *, 
     if "asset_importance" in changes and changes["asset_importance"] is not None:
         if changes["asset_importance"] not in ASSET_IMPORTANCE:
             raise Invalid(f"asset_importance must be one of {', '.join(ASSET_IMPORTANCE)}")
-        before["asset_importance"], server.asset_importance = server.asset_importance, changes["asset_importance"]
+        before["asset_importance"], server.asset_importance = (
+            server.asset_importance,
+            changes["asset_importance"],
+        )
     if "labels" in changes and changes["labels"] is not None:
         labels = [str(x).strip() for x in changes["labels"] if str(x).strip()]
         if len(labels) > MAX_LABELS or any(len(x) > 64 for x in labels):
             raise Invalid(f"labels: at most {MAX_LABELS}, each at most 64 characters")
         before["labels"], server.labels = server.labels, sorted(set(labels))
-    audit.record(session, actor, "modify_server", target_type="server", target_id=server.id,
-                 target_name=server.name, before=before)
+    audit.record(
+        session,
+        actor,
+        "modify_server",
+        target_type="server",
+        target_id=server.id,
+        target_name=server.name,
+        before=before,
+    )
     return server
 
 
@@ -186,8 +210,15 @@ def delete_server(session: Session, server_id: str, *, actor: str) -> None:
         quota.bound_at = None
     session.flush()
     session.delete(server)
-    audit.record(session, actor, "delete_server", target_type="server", target_id=server_id,
-                 target_name=server.name, freed_quota_id=quota.id if quota else None)
+    audit.record(
+        session,
+        actor,
+        "delete_server",
+        target_type="server",
+        target_id=server_id,
+        target_name=server.name,
+        freed_quota_id=quota.id if quota else None,
+    )
 
 
 def statistics(session: Session, region: str | None = None) -> dict[str, Any]:
@@ -212,8 +243,12 @@ def statistics(session: Session, region: str | None = None) -> dict[str, Any]:
 
 
 def list_groups(session: Session) -> list[tuple[ServerGroup, int]]:
-    counts = dict(session.execute(select(Server.server_group_id, func.count()).group_by(Server.server_group_id)).all())
-    return [(g, int(counts.get(g.id, 0))) for g in session.scalars(select(ServerGroup).order_by(ServerGroup.name))]
+    counts = dict(
+        session.execute(select(Server.server_group_id, func.count()).group_by(Server.server_group_id)).all()
+    )
+    return [
+        (g, int(counts.get(g.id, 0))) for g in session.scalars(select(ServerGroup).order_by(ServerGroup.name))
+    ]
 
 
 def create_group(session: Session, name: str, *, actor: str) -> ServerGroup:
@@ -224,7 +259,9 @@ def create_group(session: Session, name: str, *, actor: str) -> ServerGroup:
     group = ServerGroup(name=name)
     session.add(group)
     session.flush()
-    audit.record(session, actor, "add_server_group", target_type="server_group", target_id=group.id, target_name=name)
+    audit.record(
+        session, actor, "add_server_group", target_type="server_group", target_id=group.id, target_name=name
+    )
     return group
 
 
@@ -235,8 +272,14 @@ def delete_group(session: Session, group_id: str, *, actor: str) -> None:
     for server in session.scalars(select(Server).where(Server.server_group_id == group_id)):
         server.server_group_id = None
     session.delete(group)
-    audit.record(session, actor, "delete_server_group", target_type="server_group", target_id=group_id,
-                 target_name=group.name)
+    audit.record(
+        session,
+        actor,
+        "delete_server_group",
+        target_type="server_group",
+        target_id=group_id,
+        target_name=group.name,
+    )
 
 
 # ---- asset fingerprints -----------------------------------------------------------------------------
@@ -250,23 +293,31 @@ def store_assets(session: Session, server: Server, event: AssetsEvent, now: date
             continue
         items = [item.model_dump(mode="json") for item in getattr(snapshot, category)]
         row = session.scalar(
-            select(AssetSnapshotRow).where(AssetSnapshotRow.server_id == server.id,
-                                           AssetSnapshotRow.category == category)
+            select(AssetSnapshotRow).where(
+                AssetSnapshotRow.server_id == server.id, AssetSnapshotRow.category == category
+            )
         )
         if row is None:
-            session.add(AssetSnapshotRow(server_id=server.id, category=category, data=items,
-                                         collected_at=snapshot.collected_at))
+            session.add(
+                AssetSnapshotRow(
+                    server_id=server.id, category=category, data=items, collected_at=snapshot.collected_at
+                )
+            )
         elif row.collected_at <= snapshot.collected_at:
             row.data = items
             row.collected_at = snapshot.collected_at
     errors = [{"category": k, "error": v} for k, v in sorted(snapshot.errors.items())]
     row = session.scalar(
-        select(AssetSnapshotRow).where(AssetSnapshotRow.server_id == server.id,
-                                       AssetSnapshotRow.category == "errors")
+        select(AssetSnapshotRow).where(
+            AssetSnapshotRow.server_id == server.id, AssetSnapshotRow.category == "errors"
+        )
     )
     if row is None:
-        session.add(AssetSnapshotRow(server_id=server.id, category="errors", data=errors,
-                                     collected_at=snapshot.collected_at))
+        session.add(
+            AssetSnapshotRow(
+                server_id=server.id, category="errors", data=errors, collected_at=snapshot.collected_at
+            )
+        )
     else:
         row.data = errors
         row.collected_at = snapshot.collected_at

@@ -1,0 +1,569 @@
+"""Walk, stat and hash monitored paths: the I/O half of file integrity monitoring.
+
+Speed comes from doing little per file. The walker lists directories through an open descriptor
+(``os.scandir(fd)``) and never stats regular files in a baseline: the d_type from ``getdents`` says what
+they are, and the worker that opens the file takes ``fstat`` of the very descriptor it reads, so the
+attributes and the hash describe the same file. Small files are read with one ``read(size + 1)`` and
+hashed with one call; large ones through a reused buffer (``hashlib`` releases the GIL for both, so
+worker threads hash in parallel). A quick check compares ``lstat`` with the baseline and opens a file
+only when its inode, size, mtime or ctime moved: content, xattrs, inode flags, mode and owner all bump
+ctime, which userspace cannot set back (short of changing the system clock: ``full=True`` rehashes).
+
+Rows are plain tuples in the ``Entry`` field order (also the column order of the baseline table), so a
+baseline row read from SQLite compares equal to a fresh scan of an unchanged file.
+
+Bad input never stops a scan: a path that vanishes is skipped, an unreadable file is recorded with its
+attributes and an ``error``, symlinks are recorded (with their target) and never followed, FIFOs,
+sockets and devices are recorded from ``lstat`` and never opened.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Set
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from hostward.agent.fim.config import RootSet, WatchRoot
+
+FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
+FS_IMMUTABLE_FL = 0x10
+FS_APPEND_FL = 0x20
+TRACKED_FLAGS = FS_IMMUTABLE_FL | FS_APPEND_FL
+
+SMALL_FILE = 256 * 1024  # read in one call up to this size
+CHUNK = 1024 * 1024
+BATCH = 256  # paths per worker task
+PER_FILE_COST = 4096  # bytes charged to the throttle per opened file (metadata I/O)
+RACY_NS = 2_000_000_000  # entries changed this close to their scan are rehashed on the next quick check
+
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_FSENC = sys.getfilesystemencoding()
+_FSERR = sys.getfilesystemencodeerrors()
+
+
+class Entry(NamedTuple):
+    """One recorded path. ``sha256`` is raw bytes (regular files only), ``flags`` the tracked inode
+    flags (None where the filesystem has none), ``xattrs`` packed by ``pack_xattrs``, ``target`` the
+    symlink target, ``error`` why content could not be read (errno name)."""
+
+    path: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    ino: int
+    mtime_ns: int
+    ctime_ns: int
+    sha256: bytes | None
+    flags: int | None
+    xattrs: bytes | None
+    target: bytes | None
+    error: str | None
+
+
+Row = tuple  # an Entry-shaped plain tuple (building NamedTuples per file costs measurable time)
+# Row field positions
+P_PATH, P_MODE, P_UID, P_GID, P_SIZE, P_INO, P_MTIME, P_CTIME, P_SHA, P_FLAGS, P_XATTRS, P_TARGET, P_ERR = (
+    range(13)
+)
+
+
+def pack_xattrs(pairs: Iterable[tuple[str, bytes]]) -> bytes | None:
+    """Canonical bytes for extended attributes: sorted, length-prefixed name and value."""
+    out = bytearray()
+    for name, value in sorted(pairs):
+        raw = name.encode(_FSENC, _FSERR)
+        out += len(raw).to_bytes(2, "big") + raw + len(value).to_bytes(4, "big") + value
+    return bytes(out) or None
+
+
+def unpack_xattrs(blob: bytes | None) -> dict[str, bytes]:
+    result: dict[str, bytes] = {}
+    if not blob:
+        return result
+    i = 0
+    while i < len(blob):
+        n = int.from_bytes(blob[i : i + 2], "big")
+        name = blob[i + 2 : i + 2 + n].decode(_FSENC, _FSERR)
+        i += 2 + n
+        m = int.from_bytes(blob[i : i + 4], "big")
+        result[name] = blob[i + 4 : i + 4 + m]
+        i += 4 + m
+    return result
+
+
+class Throttle:
+    """Token bucket in bytes per second shared by the scan workers (keeps the agent in its budget)."""
+
+    def __init__(
+        self,
+        rate: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("throttle rate must be positive")
+        self.rate = rate
+        self._burst = max(rate // 4, CHUNK)
+        self._tokens = float(self._burst)
+        self._last = clock()
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self._burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= nbytes
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+
+
+class ScanCancelled(Exception):
+    """The caller's cancel event was set during a scan."""
+
+
+@dataclass
+class ScanStats:
+    entries: int = 0
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    reused: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+def racy_paths(rows: Iterable[Row], recorded_ns: int, window_ns: int = RACY_NS) -> set[bytes]:
+    """Paths whose ctime is within ``RACY_NS`` of when they were recorded.
+
+    Timestamps have a coarse granularity: a file rewritten with the same size right after we read it
+    can keep the ctime we recorded. Such entries are rehashed on the next quick check (the idea of
+    git's "racily clean" index entries).
+    """
+    if window_ns <= 0:
+        return set()
+    threshold = recorded_ns - window_ns
+    return {r[P_PATH] for r in rows if r[P_CTIME] >= threshold}
+
+
+@dataclass
+class ScanResult:
+    rows: dict[bytes, Row]
+    stats: ScanStats
+    racy: set[bytes]
+
+
+class Scanner:
+    """Builds the current state of a set of roots (a dict path -> row).
+
+    ``workers`` threads open and hash files; ``rate`` (bytes/s) throttles the reads; ``noatime`` asks
+    the kernel not to update access times (allowed for root or the file owner).
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        rate: int | None = None,
+        noatime: bool | None = None,
+        racy_ns: int = RACY_NS,
+    ) -> None:
+        self.workers = max(1, workers)
+        self.racy_ns = racy_ns
+        self.throttle = Throttle(rate) if rate else None
+        if noatime is None:
+            noatime = os.geteuid() == 0
+        self._o_file = _O_FILE | (getattr(os, "O_NOATIME", 0) if noatime else 0)
+        self._no_flags_dev: set[int] = set()
+        self._no_xattr_dev: set[int] = set()
+
+    # ---- single paths ---------------------------------------------------------------------------
+
+    def scan_path(self, path: bytes) -> Row | None:
+        """Record one path whatever it is (None when it does not exist)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None  # missing, or hidden behind a directory we may not search
+        if stat.S_ISREG(st.st_mode):
+            return self._scan_file(path, self._buffer())
+        if stat.S_ISDIR(st.st_mode):
+            return self._scan_dir_entry(path)
+        return self._scan_other(path, st)
+
+    def _buffer(self) -> bytearray:
+        return bytearray(CHUNK)
+
+    def _flags(self, fd: int, dev: int) -> int | None:
+        if dev in self._no_flags_dev:
+            return None
+        try:
+            raw = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0\0\0\0\0\0\0\0")
+        except OSError as exc:
+            if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                self._no_flags_dev.add(dev)
+            return None
+        return int.from_bytes(raw[:4], sys.byteorder) & TRACKED_FLAGS
+
+    def _xattrs(self, target: int | bytes, dev: int) -> bytes | None:
+        if dev in self._no_xattr_dev:
+            return None
+        try:
+            names = (
+                os.listxattr(target, follow_symlinks=False)
+                if isinstance(target, bytes)
+                else os.listxattr(target)
+            )
+            if not names:
+                return None
+            if isinstance(target, bytes):
+                return pack_xattrs((n, os.getxattr(target, n, follow_symlinks=False)) for n in names)
+            return pack_xattrs((n, os.getxattr(target, n)) for n in names)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.ENOSYS):
+                self._no_xattr_dev.add(dev)
+            return None
+
+    def _scan_file(self, path: bytes, buf: bytearray) -> Row | None:
+        try:
+            fd = os.open(path, self._o_file)
+        except OSError as exc:
+            if exc.errno == errno.EPERM and self._o_file & getattr(os, "O_NOATIME", 0):
+                self._o_file &= ~os.O_NOATIME  # not the owner and not root: ask for atime updates back
+                return self._scan_file(path, buf)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return None  # vanished
+            if not stat.S_ISREG(st.st_mode):
+                return (
+                    self._scan_other(path, st) if not stat.S_ISDIR(st.st_mode) else self._scan_dir_entry(path)
+                )
+            return self._stat_row(path, st, None, None, errno.errorcode.get(exc.errno or 0, "EIO"))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                # Replaced by a FIFO/device between listing and open: attributes only.
+                return self._stat_row(path, st, None, None, None)
+            dev = st.st_dev
+            flags = self._flags(fd, dev)
+            xattrs = self._xattrs(fd, dev)
+            size = st.st_size
+            err = None
+            digest: bytes | None
+            try:
+                if self.throttle is not None:
+                    self.throttle.take(size + PER_FILE_COST)
+                if size < SMALL_FILE:
+                    data = os.read(fd, size + 1)
+                    if len(data) <= size:
+                        digest = hashlib.sha256(data).digest()
+                    else:  # grew since fstat
+                        h = hashlib.sha256(data)
+                        self._hash_rest(fd, h, buf)
+                        digest = h.digest()
+                else:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                    h = hashlib.sha256()
+                    self._hash_rest(fd, h, buf)
+                    digest = h.digest()
+            except OSError as exc:
+                digest = None
+                err = errno.errorcode.get(exc.errno or 0, "EIO")
+            return (
+                path,
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                size,
+                st.st_ino,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                digest,
+                flags,
+                xattrs,
+                None,
+                err,
+            )
+        finally:
+            os.close(fd)
+
+    def _hash_rest(self, fd: int, h: hashlib._Hash, buf: bytearray) -> None:
+        view = memoryview(buf)
+        throttle = self.throttle
+        readv = os.readv
+        while True:
+            n = readv(fd, [buf])
+            if not n:
+                return
+            h.update(view[:n])
+            if throttle is not None and n == CHUNK:
+                throttle.take(n)
+
+    def _stat_row(
+        self,
+        path: bytes,
+        st: os.stat_result,
+        flags: int | None,
+        xattrs: bytes | None,
+        err: str | None,
+        target: bytes | None = None,
+    ) -> Row:
+        return (
+            path,
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_size,
+            st.st_ino,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            None,
+            flags,
+            xattrs,
+            target,
+            err,
+        )
+
+    def _scan_other(self, path: bytes, st: os.stat_result) -> Row:
+        target = None
+        err = None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError as exc:
+                err = errno.errorcode.get(exc.errno or 0, "EIO")
+        return self._stat_row(path, st, None, self._xattrs(path, st.st_dev), err, target)
+
+    def _scan_dir_entry(self, path: bytes) -> Row | None:
+        """A directory as an entry (without listing it)."""
+        try:
+            fd = os.open(path, _O_DIR)
+        except OSError as exc:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return None
+            if not stat.S_ISDIR(st.st_mode):
+                return (
+                    self._scan_other(path, st)
+                    if not stat.S_ISREG(st.st_mode)
+                    else self._scan_file(path, self._buffer())
+                )
+            return self._stat_row(
+                path, st, None, self._xattrs(path, st.st_dev), errno.errorcode.get(exc.errno or 0, "EIO")
+            )
+        try:
+            st = os.fstat(fd)
+            return self._stat_row(path, st, self._flags(fd, st.st_dev), self._xattrs(fd, st.st_dev), None)
+        finally:
+            os.close(fd)
+
+    # ---- whole roots ----------------------------------------------------------------------------
+
+    def scan(
+        self,
+        roots: Iterable[WatchRoot],
+        *,
+        all_roots: RootSet | None = None,
+        previous: Mapping[bytes, Row] | None = None,
+        racy: Set[bytes] = frozenset(),
+        cancel: threading.Event | None = None,
+    ) -> ScanResult:
+        """The current state of ``roots``.
+
+        With ``previous`` (a quick check) an unchanged file keeps its previous row and is not opened,
+        unless it is in ``racy`` (changed too close to when it was recorded to trust its timestamps).
+        ``all_roots`` lets the walk skip nested roots, which are scanned under their own settings.
+        """
+        started = time.monotonic()
+        started_ns = time.time_ns()
+        roots = list(roots)
+        rootset = all_roots if all_roots is not None else RootSet(roots)
+        walk = _Walk(self, rootset, previous, racy, cancel)
+        stats = walk.stats
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fim-hash") as pool:
+            walk.pool = pool
+            try:
+                for root in roots:
+                    walk.root(root)
+                walk.flush()
+            except BaseException:
+                for fut in walk.futures:
+                    fut.cancel()
+                raise
+            out = walk.out
+            for fut in walk.futures:
+                rows = fut.result()
+                stats.files_hashed += len(rows)
+                for row in rows:
+                    out[row[P_PATH]] = row
+                    if row[P_SHA] is not None:
+                        stats.bytes_hashed += row[P_SIZE]
+        stats.entries = len(out)
+        stats.errors = sum(1 for r in out.values() if r[P_ERR] is not None)
+        stats.seconds = time.monotonic() - started
+        return ScanResult(out, stats, racy_paths(out.values(), started_ns, self.racy_ns))
+
+    def hash_batch(self, paths: list[bytes]) -> list[Row]:
+        buf = self._buffer()
+        scan_file = self._scan_file
+        rows = []
+        for path in paths:
+            row = scan_file(path, buf)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+
+class _Walk:
+    """State of one scan: the output dict, the pending batch and the worker futures."""
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        rootset: RootSet,
+        previous: Mapping[bytes, Row] | None,
+        racy: Set[bytes],
+        cancel: threading.Event | None,
+    ) -> None:
+        self.s = scanner
+        self.rootset = rootset
+        self.previous = previous
+        self.cancel = cancel
+        self.out: dict[bytes, Row] = {}
+        self.batch: list[bytes] = []
+        self.futures: list[Future[list[Row]]] = []
+        self.stats = ScanStats()
+        self.pool: ThreadPoolExecutor | None = None
+        self.racy = racy
+
+    def flush(self) -> None:
+        if self.batch:
+            assert self.pool is not None
+            self.futures.append(self.pool.submit(self.s.hash_batch, self.batch))
+            self.batch = []
+
+    def unchanged(self, path: bytes, st: os.stat_result) -> Row | None:
+        """The previous row when ``st`` says nothing moved since it was recorded (and it is not racy)."""
+        prev = self.previous.get(path) if self.previous is not None else None
+        if (
+            prev is not None
+            and prev[P_CTIME] == st.st_ctime_ns
+            and prev[P_MTIME] == st.st_mtime_ns
+            and prev[P_SIZE] == st.st_size
+            and prev[P_INO] == st.st_ino
+            and prev[P_MODE] == st.st_mode
+            and prev[P_UID] == st.st_uid
+            and prev[P_GID] == st.st_gid
+            and path not in self.racy
+        ):
+            return prev
+        return None
+
+    def root(self, root: WatchRoot) -> None:
+        path = root.path
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return  # a missing root records nothing; it is "added" when it appears
+        if stat.S_ISDIR(st.st_mode):
+            self.tree(root)
+        elif stat.S_ISREG(st.st_mode):
+            self.file(path, st)
+        else:
+            self.out[path] = self.s._scan_other(path, st)
+
+    def file(self, path: bytes, st: os.stat_result | None) -> None:
+        if st is not None and self.previous is not None:
+            prev = self.unchanged(path, st)
+            if prev is not None:
+                self.out[path] = prev
+                self.stats.reused += 1
+                return
+        self.batch.append(path)
+        if len(self.batch) >= BATCH:
+            self.flush()
+
+    def tree(self, root: WatchRoot) -> None:
+        s = self.s
+        out = self.out
+        rootset = self.rootset
+        nested = len(rootset) > 1
+        ignore = root.ignore
+        quick = self.previous is not None
+        cancel = self.cancel
+        stack = [root.path]
+        while stack:
+            if cancel is not None and cancel.is_set():
+                raise ScanCancelled()
+            dpath = stack.pop()
+            try:
+                dfd = os.open(dpath, _O_DIR)
+            except OSError:
+                row = s._scan_dir_entry(dpath)  # unreadable (recorded with error), vanished or replaced
+                if row is not None:
+                    out[dpath] = row
+                continue
+            try:
+                st = os.fstat(dfd)
+                prev = self.unchanged(dpath, st) if quick else None
+                if prev is not None:
+                    out[dpath] = prev
+                else:
+                    out[dpath] = s._stat_row(
+                        dpath, st, s._flags(dfd, st.st_dev), s._xattrs(dfd, st.st_dev), None
+                    )
+                descend = root.recursive or dpath == root.path
+                if not descend:
+                    continue
+                prefix = dpath + b"/" if dpath != b"/" else b"/"
+                with os.scandir(dfd) as it:
+                    for e in it:
+                        path = prefix + e.name.encode(_FSENC, _FSERR)
+                        if ignore and root.ignored(path):
+                            continue
+                        if nested and path in rootset:
+                            continue  # scanned as its own root
+                        if e.is_dir(follow_symlinks=False):
+                            if root.recursive:
+                                stack.append(path)
+                            else:
+                                row = s._scan_dir_entry(path)
+                                if row is not None:
+                                    out[path] = row
+                        elif e.is_file(follow_symlinks=False):
+                            if quick:
+                                try:
+                                    self.file(path, e.stat(follow_symlinks=False))
+                                except OSError:
+                                    continue  # vanished
+                            else:
+                                self.batch.append(path)
+                                if len(self.batch) >= BATCH:
+                                    self.flush()
+                        else:
+                            try:
+                                est = e.stat(follow_symlinks=False)
+                            except OSError:
+                                continue
+                            prev = self.unchanged(path, est) if quick else None
+                            out[path] = prev if prev is not None else s._scan_other(path, est)
+            except OSError:
+                continue  # directory vanished while listing
+            finally:
+                os.close(dfd)

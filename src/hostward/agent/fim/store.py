@@ -1,0 +1,261 @@
+"""The FIM baseline in SQLite: one row per recorded path (paths as BLOBs, so any byte string works).
+
+Schema (``PRAGMA user_version`` = 1):
+
+- ``entries``  path BLOB PK + the ``Entry`` attributes (sha256 as 32 raw bytes), WITHOUT ROWID
+- ``racy``     paths whose timestamps are too close to when they were recorded (rehash next time)
+- ``roots``    the monitored roots the baseline was built for (the standalone CLI checks these)
+- ``meta``     key/value (created_at, updated_at in ns)
+
+A new baseline is written into a temporary file with journaling off and renamed over the old one, so a
+crash leaves the previous baseline intact; updates after a check are one transaction in WAL mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from hostward.agent.errors import AgentError
+from hostward.agent.fim.config import WatchRoot
+from hostward.agent.fim.scan import Row
+
+SCHEMA_VERSION = 1
+COLUMNS = (
+    "path",
+    "mode",
+    "uid",
+    "gid",
+    "size",
+    "ino",
+    "mtime_ns",
+    "ctime_ns",
+    "sha256",
+    "flags",
+    "xattrs",
+    "target",
+    "error",
+)
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM entries"
+_INSERT = f"INSERT OR REPLACE INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SCHEMA = (
+    """CREATE TABLE entries (
+        path BLOB PRIMARY KEY, mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+        size INTEGER NOT NULL, ino INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+        sha256 BLOB, flags INTEGER, xattrs BLOB, target BLOB, error TEXT) WITHOUT ROWID""",
+    "CREATE TABLE racy (path BLOB PRIMARY KEY) WITHOUT ROWID",
+    """CREATE TABLE roots (path BLOB PRIMARY KEY, recursive INTEGER NOT NULL, important INTEGER NOT NULL,
+        ignore TEXT NOT NULL, operations TEXT NOT NULL, baselined_ns INTEGER) WITHOUT ROWID""",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+)
+
+
+class BaselineError(AgentError):
+    """The baseline database is missing, unreadable or from an unknown schema."""
+
+    code = "fim_baseline_error"
+
+
+def _prefix_bounds(path: bytes) -> tuple[bytes, bytes]:
+    # Every descendant of ``path`` sorts in [path + "/", path + "0") since "0" follows "/" in ASCII.
+    base = path.rstrip(b"/")
+    return base + b"/", base + b"0"
+
+
+def _connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class BaselineStore:
+    """Read and write one baseline file. Callers serialise access (the engine holds a lock)."""
+
+    def __init__(self, path: Path | str, conn: sqlite3.Connection) -> None:
+        self.path = Path(path)
+        self._conn = conn
+
+    # ---- opening --------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str, *, create: bool = True) -> BaselineStore:
+        """Open ``path``; with ``create`` an empty baseline is made when it does not exist."""
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise BaselineError(f"{path}: no baseline (run init first)")
+            return cls.write_new(path, [], [], set())
+        try:
+            conn = _connect(path)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise BaselineError(f"{path}: not a baseline database ({exc})") from exc
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise BaselineError(f"{path}: baseline schema {version}, this version reads {SCHEMA_VERSION}")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass  # read-only location: reading still works
+        return cls(path, conn)
+
+    @classmethod
+    def write_new(
+        cls, path: Path | str, roots: Sequence[WatchRoot], rows: Iterable[Row], racy: Iterable[bytes]
+    ) -> BaselineStore:
+        """Write a complete baseline to a temporary file and rename it over ``path``."""
+        path = Path(path)
+        directory = path.parent if str(path.parent) else Path(".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        os.chmod(tmp, 0o600)
+        try:
+            conn = _connect(tmp)
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("BEGIN")
+            for sql in _SCHEMA:
+                conn.execute(sql)
+            store = cls(tmp, conn)
+            store._put_roots(roots)
+            # Sorted keys append to the B-tree instead of splitting pages all over it.
+            conn.executemany(_INSERT, sorted(rows))
+            conn.executemany("INSERT INTO racy (path) VALUES (?)", ((p,) for p in sorted(racy)))
+            now = str(time.time_ns())
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)", (("created_ns", now), ("updated_ns", now))
+            )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+            conn.close()
+            os.replace(tmp, path)
+            # fsync the directory so the rename survives a crash.
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return cls.open(path, create=False)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> BaselineStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def load(self) -> dict[bytes, Row]:
+        """Every recorded path -> row (tuples in ``Entry`` order)."""
+        return {row[0]: row for row in self._conn.execute(_SELECT)}
+
+    def load_under(self, path: bytes) -> dict[bytes, Row]:
+        """``path`` and everything recorded below it."""
+        lo, hi = _prefix_bounds(path)
+        cur = self._conn.execute(f"{_SELECT} WHERE path = ? OR (path >= ? AND path < ?)", (path, lo, hi))
+        return {row[0]: row for row in cur}
+
+    def get(self, path: bytes) -> Row | None:
+        row: Row | None = self._conn.execute(f"{_SELECT} WHERE path = ?", (path,)).fetchone()
+        return row
+
+    def count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def racy(self) -> set[bytes]:
+        return {r[0] for r in self._conn.execute("SELECT path FROM racy")}
+
+    def roots(self) -> list[WatchRoot]:
+        out = []
+        for path, recursive, important, ignore, operations, _ in self._conn.execute(
+            "SELECT path, recursive, important, ignore, operations, baselined_ns FROM roots ORDER BY path"
+        ):
+            out.append(
+                WatchRoot(
+                    bytes(path),
+                    bool(recursive),
+                    bool(important),
+                    tuple(json.loads(ignore)),
+                    frozenset(json.loads(operations)),
+                )
+            )
+        return out
+
+    def baselined_roots(self) -> set[bytes]:
+        cur = self._conn.execute("SELECT path FROM roots WHERE baselined_ns IS NOT NULL")
+        return {bytes(r[0]) for r in cur}
+
+    def meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ---- writing --------------------------------------------------------------------------------
+
+    def _put_roots(self, roots: Sequence[WatchRoot], baselined_ns: int | None = None) -> None:
+        now = time.time_ns() if baselined_ns is None else baselined_ns
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO roots (path, recursive, important, ignore, operations, baselined_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.path,
+                    int(r.recursive),
+                    int(r.important),
+                    json.dumps(list(r.ignore)),
+                    json.dumps(sorted(r.operations)),
+                    now,
+                )
+                for r in roots
+            ],
+        )
+
+    def apply(
+        self,
+        upserts: Iterable[Row],
+        deletes: Iterable[bytes] = (),
+        *,
+        delete_under: Iterable[bytes] = (),
+        racy_add: Iterable[bytes] = (),
+        racy_drop: Iterable[bytes] = (),
+        roots: Sequence[WatchRoot] | None = None,
+        drop_roots: Iterable[bytes] = (),
+    ) -> None:
+        """One transaction: upsert rows, delete paths (and whole subtrees), update racy marks and roots."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for path in delete_under:
+                lo, hi = _prefix_bounds(path)
+                conn.execute("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)", (path, lo, hi))
+            conn.executemany("DELETE FROM entries WHERE path = ?", ((p,) for p in deletes))
+            conn.executemany(_INSERT, upserts)
+            conn.executemany("DELETE FROM racy WHERE path = ?", ((p,) for p in racy_drop))
+            conn.executemany("INSERT OR IGNORE INTO racy (path) VALUES (?)", ((p,) for p in racy_add))
+            conn.executemany("DELETE FROM roots WHERE path = ?", ((p,) for p in drop_roots))
+            if roots:
+                self._put_roots(roots)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('updated_ns', ?)", (str(time.time_ns()),)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def iter_paths(self) -> Iterator[bytes]:
+        for (path,) in self._conn.execute("SELECT path FROM entries"):
+            yield bytes(path)
