@@ -10,6 +10,7 @@ taken from the manager on this machine.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import json
 import random
@@ -32,7 +33,6 @@ class SimAgent:
     index: int
     machine_id: str
     name: str
-    source: str
     client: httpx.AsyncClient
     key: str = ""
     polling: bool = False
@@ -93,7 +93,7 @@ class Worker:
         first, count = cfg["first"], cfg["count"]
         self.agents = [self._agent(i) for i in range(first, first + count)]
 
-    def _agent(self, i: int) -> SimAgent:
+    def _client(self, i: int) -> httpx.AsyncClient:
         # Spread source addresses over 127.0.1.0/24 so 20,000 connections never exhaust ephemeral ports.
         source = f"127.0.1.{1 + i % 250}"
         keepalive = self.cfg["interval"] + 10.0 if self.cfg["keepalive"] else 5.0
@@ -102,13 +102,15 @@ class Worker:
             local_address=source,
             limits=httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=keepalive),
         )
-        client = httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=self.cfg["agent_url"] + "/agent/v1",
             transport=transport,
             timeout=httpx.Timeout(self.cfg["timeout"], connect=10.0),
             headers={"Content-Type": "application/json", "User-Agent": "hostward-bench/1"},
         )
-        agent = SimAgent(i, f"bench-{self.cfg['run_id']}-{i:06d}", f"bench-{i:06d}", source, client)
+
+    def _agent(self, i: int) -> SimAgent:
+        agent = SimAgent(i, f"bench-{self.cfg['run_id']}-{i:06d}", f"bench-{i:06d}", self._client(i))
         agent.hb_head = json.dumps({"facts": facts(agent)})[:-1]
         return agent
 
@@ -140,6 +142,9 @@ class Worker:
                 if resp.status_code == 200:
                     self.stats.enroll_ms.append((time.perf_counter() - t0) * 1000)
                     agent.key = resp.json()["agent_key"]
+                    # Like ``agent enroll`` then ``agent run``: the run starts on new connections.
+                    await agent.client.aclose()
+                    agent.client = self._client(agent.index)
                     agent.client.headers["Authorization"] = f"Bearer {agent.key}"
                     return
                 self.stats.enroll_errors[error_kind(status=resp.status_code)] += 1
@@ -147,7 +152,7 @@ class Worker:
 
     # ---- measured run -------------------------------------------------------------------------------
 
-    async def run(self, warm_wall: float, warmup: float, duration: float) -> dict[str, Any]:
+    async def run(self, warm_wall: float, ramp: float, warmup: float, duration: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         # Wall-clock times from the parent (same machine) become this loop's monotonic times.
         t_warm = loop.time() + (warm_wall - time.time())
@@ -156,15 +161,15 @@ class Worker:
         rng = random.Random(self.cfg["first"])
         polls, finishing = [], []
         for agent in live:
-            connect_at = t_warm + rng.uniform(0, min(warmup, 10.0))
-            phase = rng.uniform(0, self.cfg["interval"])
+            # Agents start over the ramp (a manager restart brings them all back, but not in one second);
+            # each heartbeats at its own phase from then on.
+            connect_at = t_warm + rng.uniform(0, ramp)
+            first_hb = connect_at + rng.uniform(0, self.cfg["interval"])
             if self.cfg["one_connection"]:
-                polls.append(
-                    asyncio.create_task(self._combined_loop(agent, connect_at, t_warm + phase, t0, t1))
-                )
+                polls.append(asyncio.create_task(self._combined_loop(agent, connect_at, first_hb, t0, t1)))
                 continue
             polls.append(asyncio.create_task(self._poll_loop(agent, connect_at)))
-            finishing.append(asyncio.create_task(self._heartbeat_loop(agent, t_warm + phase, t0, t1)))
+            finishing.append(asyncio.create_task(self._heartbeat_loop(agent, first_hb, t0, t1)))
         for agent in live[: self.cfg["event_agents"]]:
             finishing.append(asyncio.create_task(self._event_loop(agent, t0, t1)))
         monitor = asyncio.create_task(self._monitor(live, t0, t1))
@@ -343,5 +348,8 @@ async def _main(cfg: dict[str, Any], pipe: Connection) -> None:
 
 def worker_main(cfg: dict[str, Any], pipe: Connection) -> None:
     """Entry point of a load-generator process (``multiprocessing`` spawn target)."""
+    # asyncio gives every TLS connection a zero-filled 256 KiB read buffer: for thousands of connections
+    # that is gigabytes and a storm of page faults in the load generator. 16 KiB is one TLS record.
+    asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError, EOFError):
         asyncio.run(_main(cfg, pipe))

@@ -60,10 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--interval", type=float, default=30.0, help="heartbeat interval, s (default 30)")
     ap.add_argument("--duration", type=float, default=120.0, help="measured window, s (default 120)")
     ap.add_argument(
+        "--ramp", type=float, default=None, help="s over which agents connect (default agents/200, min 2)"
+    )
+    ap.add_argument(
         "--warmup",
         type=float,
         default=None,
-        help="s before the window: long polls connect, heartbeats start (default min(interval, 30))",
+        help="s before the window: agents connect, heartbeats start (default ramp + interval)",
     )
     ap.add_argument(
         "--event-agents", type=int, default=0, help="agents also sending event batches (default 0)"
@@ -114,8 +117,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--event-batch must be 1..500")
     if args.duration <= 0 or args.interval <= 0 or args.duration > 24 * 3600:
         ap.error("--duration and --interval must be positive (duration <= 24 h)")
+    if args.ramp is None:
+        args.ramp = max(2.0, args.agents / 200)
     if args.warmup is None:
-        args.warmup = min(args.interval, 30.0)
+        args.warmup = args.ramp + args.interval
     return args
 
 
@@ -172,7 +177,7 @@ def _drive(args: argparse.Namespace, agents: int, manager: Any) -> dict[str, Any
         enrolled = [_receive(p, c, "enrolled", 120 + agents * 0.5) for p, c in workers]
         warm_wall = time.time() + 1.0
         for _, conn in workers:
-            conn.send(("run", warm_wall, args.warmup, args.duration))
+            conn.send(("run", warm_wall, args.ramp, args.warmup, args.duration))
         meter = CpuMeter(
             {
                 "manager": [manager.process()],
@@ -307,8 +312,9 @@ def report(
 
     print(
         f"\nmanager_load: db={db} agents={agents} interval={args.interval:g}s duration={args.duration:g}s "
-        f"warmup={args.warmup:g}s client_procs={procs_n} event_agents={args.event_agents} "
-        f"event_batch={args.event_batch} keepalive={'off' if args.no_keepalive else 'on'} "
+        f"ramp={args.ramp:g}s warmup={args.warmup:g}s client_procs={procs_n} "
+        f"event_agents={args.event_agents} event_batch={args.event_batch} "
+        f"keepalive={'off' if args.no_keepalive else 'on'} "
         f"connections_per_agent={1 if args.one_connection else 2}"
     )
     print(

@@ -188,11 +188,19 @@ def test_login_enable_through_the_dialog_and_see_protected(manager: Manager, tmp
             expect(row.locator(".col-edition")).to_have_text("Premium")
             page.screenshot(path=str(tmp_path / "servers.png"), full_page=True)
 
-            # The second server is refused: no idle premium quota is left, and the dialog says so.
-            page.locator(f'tr[data-server-id="{manager.ids["db"]}"] button[data-enable]').click()
+            # Batch: select the second server; no premium quota is left, so the dialog offers enterprise.
+            db_row = page.locator(f'tr[data-server-id="{manager.ids["db"]}"]')
+            db_row.locator("input[data-check]").check()
+            page.locator("button[data-enable-selected]").click()
+            expect(dialog.locator(".dlg-targets")).to_contain_text("e2e-db")
             expect(dialog.locator('[data-idle-count="premium"]')).to_have_text("0")
             expect(dialog.locator('input[value="premium"]')).to_be_disabled()
-            dialog.locator("button[data-close]").click()
+            expect(dialog.locator('input[value="enterprise"]')).to_be_checked()
+            dialog.locator("button[type=submit]").click()
+            expect(page.locator(".flash-ok")).to_contain_text("Protection enabled (enterprise): e2e-db")
+            db_row = page.locator(f'tr[data-server-id="{manager.ids["db"]}"]')
+            expect(db_row.locator(".col-protection")).to_have_text("Protected")
+            expect(db_row.locator(".col-edition")).to_have_text("Enterprise")
 
             # The server page shows the comprehensive-detection scan queued on enable.
             row.locator("td a", has_text="e2e-web").click()

@@ -21,7 +21,8 @@ from hostward.agent.budget import EXIT_RSS_CAP, Usage
 from hostward.agent.config import AgentConfig, load_config
 from hostward.agent.enroll import enroll
 from hostward.agent.errors import AlreadyRunning, EnrollmentError, FingerprintMismatch, NotEnrolled
-from hostward.agent.runtime import Agent, acquire_lock
+from hostward.agent.lockfile import acquire_lock
+from hostward.agent.runtime import Agent
 from hostward.agent.state import StateStore
 from hostward.agent.status import agent_status
 from hostward.wire import AlarmEvent, PolicyBundle, PolicyState

@@ -12,12 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from hostward.core.errors import Invalid
 from hostward.manager.agentlink import pki
 from hostward.manager.agentlink import service as agentlink
 from hostward.manager.alarms import service as alarms
 from hostward.manager.alarms.models import Alarm, AlarmWhitelistRule
 from hostward.manager.app import create_app
 from hostward.manager.auth import service as auth
+from hostward.manager.console.settings_form import fields_for, parse_form
 from hostward.manager.context import ManagerContext
 from hostward.manager.deps import SESSION_COOKIE
 from hostward.manager.policies import service as policies
@@ -247,7 +249,7 @@ def test_every_page_renders_with_data(client: TestClient, app_ctx: ManagerContex
         f"/console/alarms/{ids['alarm']}": ["Evidence", "toor", "&#34;pid&#34;: 1"],
         "/console/whitelists/alarm": ["Add rule", "No whitelist rules"],
         "/console/policies": ["tenant_linux_premium_default_policy_group"],
-        f"/console/policies/{group}": ["Asset discovery", "Ports Interval S", "Copy group"],
+        f"/console/policies/{group}": ["Asset discovery", "Ports interval (seconds)", "Copy group"],
         "/console/history": ["create_user".replace("_", " "), "add quotas"],
     }
     for url, expected in pages.items():
@@ -537,7 +539,7 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
     html = post(client, csrf, url, **{**form, "s_ports_interval_s": "5"}).text  # type: ignore[attr-defined]
     assert flash(html).startswith("error: policy asset_discovery: ports_interval_s")
     html = post(client, csrf, url, **{**form, "s_ports_interval_s": "soon"}).text  # type: ignore[attr-defined]
-    assert flash(html) == "error: Ports Interval S: 'soon' is not a whole number"
+    assert flash(html) == "error: Ports interval (seconds): 'soon' is not a whole number"
     # Deploy to a premium server, then the group cannot be deleted.
     post(client, csrf, "/console/servers/enable", server_ids=ids["web"], edition="premium", next="/console/")
     page = client.get(f"/console/policies/{custom_id}").text
@@ -619,7 +621,12 @@ def test_server_detail_edit_scan_and_credentials(client: TestClient, app_ctx: Ma
     # Scans need protection on.
     html = post(client, csrf, f"{detail}/scan", kind="full").text  # type: ignore[attr-defined]
     assert flash(html) == "error: server web-1 is not protected (closed); enable protection first"
-    post(client, csrf, "/console/servers/enable", server_ids=ids["web"], edition="premium", next="/console/")
+    assert 'id="enable-dialog"' in client.get(detail).text
+    html = post(
+        client, csrf, "/console/servers/enable", server_ids=ids["web"], edition="premium", next=detail
+    ).text  # type: ignore[attr-defined]
+    assert flash(html).startswith("ok: Protection enabled") and "Disable protection" in html
+    assert "Switch to Enterprise" in html and 'id="enable-dialog"' not in html
     with app_ctx.uow() as s:
         (scan,) = s.scalars(select(Scan).where(Scan.server_id == ids["web"]))
         scan_id = scan.id
@@ -653,3 +660,49 @@ def test_dashboard_figures(client: TestClient, app_ctx: ManagerContext) -> None:
     assert "1 / 1" in premium
     # Ring: two online (one of them protected), one offline.
     assert html.count("stroke-dasharray=") == 2
+
+
+def test_settings_form_round_trip() -> None:
+    """Schema -> widgets -> posted form -> settings, for the value types policies use."""
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class Sample(BaseModel):
+        paths: list[str] = Field(default_factory=lambda: ["/etc"])
+        ports: list[int] = Field(default_factory=list)
+        limit_mb: int | None = None
+        mode: Literal["alarm", "alarm_and_isolate"] = "alarm"
+        enabled: bool = True
+        extra: dict[str, int] = Field(default_factory=dict)
+
+    fields = fields_for(Sample.model_json_schema(), {"ports": [22]})
+    widgets = {f.name: (f.widget, f.title) for f in fields}
+    assert widgets == {
+        "paths": ("lines", "Paths"),
+        "ports": ("lines", "Ports"),
+        "limit_mb": ("number", "Limit (MB)"),
+        "mode": ("select", "Mode"),
+        "enabled": ("checkbox", "Enabled"),
+        "extra": ("json", "Extra"),
+    }
+    assert next(f for f in fields if f.name == "paths").text == "/etc"
+    posted = {
+        "s_paths": " /srv\n\n/var/www ",
+        "s_ports": "22\n2222",
+        "s_limit_mb": "",
+        "s_mode": "alarm_and_isolate",
+        "s_extra": '{"a": 1}',
+    }
+    settings = parse_form(fields, posted)
+    assert settings == {
+        "paths": ["/srv", "/var/www"],
+        "ports": [22, 2222],
+        "limit_mb": None,
+        "mode": "alarm_and_isolate",
+        "enabled": False,
+        "extra": {"a": 1},
+    }
+    assert Sample(**settings).ports == [22, 2222]
+    with pytest.raises(Invalid, match="Extra: not valid JSON"):
+        parse_form(fields, {**posted, "s_extra": "{"})

@@ -49,7 +49,13 @@ def test_regular_file_attributes_match_the_kernel_and_hashlib(tmp_path: Path) ->
         e = rows[_b(path)]
         st = os.lstat(path)
         assert e.sha256 == hashlib.sha256(content).digest()
-        assert (e.size, e.mode, e.uid, e.gid, e.ino) == (st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_ino)
+        assert (e.size, e.mode, e.uid, e.gid, e.ino) == (
+            st.st_size,
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_ino,
+        )
         assert (e.mtime_ns, e.ctime_ns) == (st.st_mtime_ns, st.st_ctime_ns)
         assert e.error is None and e.target is None
     root_row = rows[_b(tmp_path)]

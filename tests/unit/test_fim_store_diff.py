@@ -18,9 +18,19 @@ REG = stat.S_IFREG | 0o644
 DIR = stat.S_IFDIR | 0o755
 
 
-def row(path: bytes, *, mode: int = REG, size: int = 1, ino: int = 1, mtime: int = 10, ctime: int = 10,
-        sha: bytes | None = b"\x01" * 32, uid: int = 0, xattrs: bytes | None = None,
-        target: bytes | None = None) -> tuple:
+def row(
+    path: bytes,
+    *,
+    mode: int = REG,
+    size: int = 1,
+    ino: int = 1,
+    mtime: int = 10,
+    ctime: int = 10,
+    sha: bytes | None = b"\x01" * 32,
+    uid: int = 0,
+    xattrs: bytes | None = None,
+    target: bytes | None = None,
+) -> tuple:
     return (path, mode, uid, 0, size, ino, mtime, ctime, sha, 0, xattrs, target, None)
 
 
@@ -83,7 +93,9 @@ def test_compare_names_every_changed_attribute() -> None:
 
 
 def test_diff_added_removed_changed_and_moved() -> None:
-    prev = {p[0]: p for p in [row(b"/d/a", ino=1), row(b"/d/b", ino=2, sha=b"\x0b" * 32), row(b"/d/c", ino=3)]}
+    prev = {
+        p[0]: p for p in [row(b"/d/a", ino=1), row(b"/d/b", ino=2, sha=b"\x0b" * 32), row(b"/d/c", ino=3)]
+    }
     cur = {
         b"/d/a": row(b"/d/a", ino=1, mtime=20, ctime=20, sha=b"\x09" * 32),
         b"/d/b2": row(b"/d/b2", ino=2, sha=b"\x0b" * 32, ctime=30),  # renamed
@@ -127,8 +139,13 @@ def test_root_validation_and_lookup() -> None:
     with pytest.raises(FimConfigError, match="at most 50"):
         operator_roots([WatchRoot(f"/srv/{i}".encode()) for i in range(51)])
     assert WatchRoot(b"/a//b/../c/").path == b"/a/c"
-    rs = RootSet([WatchRoot(b"/srv", ignore=("cache", "*.tmp")), WatchRoot(b"/srv/flat", recursive=False),
-                  WatchRoot(b"/etc/passwd")])
+    rs = RootSet(
+        [
+            WatchRoot(b"/srv", ignore=("cache", "*.tmp")),
+            WatchRoot(b"/srv/flat", recursive=False),
+            WatchRoot(b"/etc/passwd"),
+        ]
+    )
     assert rs.owner(b"/srv/a/b").path == b"/srv"  # type: ignore[union-attr]
     assert rs.owner(b"/srv/cache/x") is None and rs.owner(b"/srv/a/x.tmp") is None
     assert rs.owner(b"/srv/flat/x").path == b"/srv/flat"  # type: ignore[union-attr]
@@ -137,6 +154,13 @@ def test_root_validation_and_lookup() -> None:
     assert rs.owner(b"/etc/group") is None
     assert [r.path for r in rs.roots_under(b"/srv")] == [b"/srv", b"/srv/flat"]
     defaults = {r.path for r in default_roots()}
-    assert {b"/usr/bin/ls", b"/bin/login", b"/etc/shadow", b"/etc/sudoers.d", b"/var/spool/cron",
-            b"/etc/systemd/system", b"/root/.ssh/authorized_keys"} <= defaults
+    assert {
+        b"/usr/bin/ls",
+        b"/bin/login",
+        b"/etc/shadow",
+        b"/etc/sudoers.d",
+        b"/var/spool/cron",
+        b"/etc/systemd/system",
+        b"/root/.ssh/authorized_keys",
+    } <= defaults
     assert all(r.important for r in default_roots())

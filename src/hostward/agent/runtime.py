@@ -1,16 +1,14 @@
 """The agent's main loop: heartbeat, command long poll, outbox sender, scan worker, budget watchdog.
 
 Shape (STYLE §9): signal handlers only record the signal; the main thread turns it into a stop request;
-shutdown runs ordered, idempotent phases. ``run_once(now)`` performs one pass of every periodic duty on
-the calling thread (no long poll, scans inline) so that tests drive the agent with an injected clock.
+shutdown runs ordered, idempotent phases. The threads (``workers.py``) only loop over the duties below;
+``run_once(now)`` performs one pass of every periodic duty on the calling thread (no long poll, scans
+inline) so that tests drive the agent with an injected clock.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import queue
 import signal
 import ssl
 import threading
@@ -37,16 +35,15 @@ from hostward.agent.detectors.accounts import AccountsDetector
 from hostward.agent.enroll import host_facts
 from hostward.agent.errors import (
     AgentError,
-    AlreadyRunning,
-    AuthRejected,
     ManagerUnavailable,
     NotEnrolled,
     TransportError,
 )
-from hostward.agent.scan import Commit, ScanJob, ScanRunner
+from hostward.agent.lockfile import acquire_lock
+from hostward.agent.scan import Commit, ScanJob, ScanQueue, ScanRunner
 from hostward.agent.state import Credentials, StateStore, ensure_private_dir
-from hostward.agent.status import LOCK_NAME
 from hostward.agent.transport import AgentClient, Backoff, Outbox, OutboxSender, pinned_context
+from hostward.agent.workers import Workers
 from hostward.core.clock import Clock, SystemClock
 from hostward.wire import (
     AgentHealth,
@@ -70,22 +67,6 @@ MAX_BATCHES_PER_PASS = 1000
 FIRST_ACCOUNTS_CHECK_S = 60
 
 ClientFactory = Callable[[], AgentClient]
-
-
-def acquire_lock(state_dir: Path) -> IO[str]:
-    """Hold ``agent.lock`` for the life of the process: one agent per state directory."""
-    ensure_private_dir(state_dir)
-    fh = open(state_dir / LOCK_NAME, "a+", encoding="ascii")  # noqa: SIM115 - held until shutdown
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        fh.close()
-        raise AlreadyRunning(f"another agent is running with state directory {state_dir}") from exc
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
 
 
 class Agent:
@@ -144,25 +125,23 @@ class Agent:
             throttle=self._throttle,
             notify=self._wake_sender,
         )
-        self._scan_queue: queue.Queue[ScanJob] = queue.Queue()
-        self._current_scan: ScanJob | None = None
+        self.scan_queue = ScanQueue()
         self._local = threading.local()
         self._once_client: AgentClient | None = None
 
         self.sender = OutboxSender(outbox, cfg.event_batch_size)
         self._send_backoff = Backoff(cfg.backoff_base_s, cfg.backoff_cap_s)
-        self._poll_backoff = Backoff(cfg.backoff_base_s, cfg.backoff_cap_s)
-        self._send_not_before = 0.0
-        self._next_heartbeat = 0.0
+        self.send_not_before = 0.0
+        self.next_heartbeat = 0.0
         # Soon after start (the policy has had a heartbeat to arrive): catches account changes made
         # while the agent was stopped, against the baseline saved by the previous run.
-        self._next_accounts = clock.monotonic() + min(FIRST_ACCOUNTS_CHECK_S, self._accounts_interval())
+        self.next_accounts = clock.monotonic() + min(FIRST_ACCOUNTS_CHECK_S, self._accounts_interval())
         self._next_budget = 0.0
 
-        self._stop = threading.Event()
-        self._outbox_ready = threading.Event()
+        self.stopping = threading.Event()
+        self.outbox_ready = threading.Event()
         self._signal: int | None = None
-        self._threads: list[threading.Thread] = []
+        self.workers = Workers(self)
         self._done_phases: set[str] = set()
         self._lock_fh: IO[str] | None = None
         self.exit_code = EXIT_OK
@@ -221,7 +200,7 @@ class Agent:
             budget=budget,
         )
 
-    def _client(self) -> AgentClient:
+    def new_client(self) -> AgentClient:
         client = self._client_factory()
         with self._clients_lock:
             self._clients.append(client)
@@ -240,21 +219,21 @@ class Agent:
         """Every duty that is due at monotonic time ``now``, on this thread, without blocking waits."""
         mono = self.clock.monotonic() if now is None else now
         if self._once_client is None:
-            self._once_client = self._client()
+            self._once_client = self.new_client()
         client = self._once_client
         if mono >= self._next_budget:
             self.check_budget(mono)
-        if mono >= self._next_heartbeat:
+        if mono >= self.next_heartbeat:
             self.heartbeat_step(client, mono)
         try:
             self.poll_commands(client, wait=0)
         except TransportError as exc:
             log.warning("command poll failed: %s", exc)
         self._drain_scans(client)
-        if mono >= self._next_accounts:
+        if mono >= self.next_accounts:
             self.accounts_step(mono)
         for _ in range(MAX_BATCHES_PER_PASS):
-            if mono < self._send_not_before or self.send_step(client, mono) is None:
+            if mono < self.send_not_before or self.send_step(client, mono) is None:
                 break
             if self.outbox.depth() == 0:
                 break
@@ -271,12 +250,12 @@ class Agent:
         try:
             response = client.heartbeat(request)
         except TransportError as exc:
-            self._next_heartbeat = mono + self.interval
+            self.next_heartbeat = mono + self.interval
             self.state.record_heartbeat(self.clock.now(), ok=False, error=str(exc)[:500])
             log.warning("heartbeat failed: %s", exc)
             return None
         self.interval = float(max(1, response.heartbeat_interval))
-        self._next_heartbeat = mono + self.interval
+        self.next_heartbeat = mono + self.interval
         self.state.record_heartbeat(self.clock.now(), ok=True, policy_version=response.policy_version)
         if response.policy_version != self._announced_version:
             try:
@@ -300,7 +279,7 @@ class Agent:
             log.info("policy version %s applied (protection %s)", bundle.version, bundle.protection)
         with self._detect_lock:
             self.detectors.configure(bundle)
-        self._next_accounts = min(self._next_accounts, self.clock.monotonic() + self._accounts_interval())
+        self.next_accounts = min(self.next_accounts, self.clock.monotonic() + self._accounts_interval())
 
     def _accounts_interval(self) -> int:
         detector = self._accounts_detector()
@@ -344,17 +323,22 @@ class Agent:
         try:
             result = self.sender.send_once(client)
         except TransportError as exc:
-            delay = self._send_backoff.next_delay()
-            self._send_not_before = mono + delay
+            delay = self.defer_send(mono)
             log.warning("event send failed (%s); retrying in %.1f s", exc, delay)
             return None
         self._send_backoff.reset()
-        self._send_not_before = mono
+        self.send_not_before = mono
         return result.sent
+
+    def defer_send(self, mono: float) -> float:
+        """Back off the sender after a failure; returns the delay chosen."""
+        delay = self._send_backoff.next_delay()
+        self.send_not_before = mono + delay
+        return delay
 
     def accounts_step(self, mono: float) -> list[DetectorEvent]:
         """The accounts timer: collect accounts only, feed the detector, queue alarms, move the baseline."""
-        self._next_accounts = mono + self._accounts_interval()
+        self.next_accounts = mono + self._accounts_interval()
         try:
             accounts = collect_accounts(self.cfg.host_root)
         except Exception as exc:
@@ -422,9 +406,12 @@ class Agent:
         """While over the CPU budget, scans wait (bounded, so a busy host still gets its scan)."""
         waited = 0.0
         while (
-            self.budget.state.cpu_over and waited < 60.0 and not cancel.is_set() and not self._stop.is_set()
+            self.budget.state.cpu_over
+            and waited < 60.0
+            and not cancel.is_set()
+            and not self.stopping.is_set()
         ):
-            self._stop.wait(2.0)
+            self.stopping.wait(2.0)
             waited += 2.0
 
     def _cmd_scan(self, command: Command) -> CommandResult | None:
@@ -433,11 +420,10 @@ class Agent:
         if not isinstance(scan_id, str) or not scan_id or not isinstance(kind, str):
             return failed("scan command needs payload {scan_id, kind}")
         # Queued, not run here: the command channel must stay free for a cancel_scan meanwhile.
-        self._scan_queue.put(ScanJob(scan_id=scan_id[:64], kind=kind, command_id=command.id))
+        self.scan_queue.submit(ScanJob(scan_id=scan_id[:64], kind=kind, command_id=command.id))
         return None
 
-    def _run_scan(self, job: ScanJob, client: AgentClient) -> CommandResult:
-        self._current_scan = job
+    def run_scan(self, job: ScanJob, client: AgentClient) -> CommandResult:
         try:
             if not job.cancel.is_set():
                 try:
@@ -447,137 +433,29 @@ class Agent:
             log.info("scan %s (%s) started", job.scan_id, job.kind)
             result = self.scans.run(job)
             log.info("scan %s %s: %s", job.scan_id, result.status, result.detail)
-            return result
+        except Exception as exc:
+            log.exception("scan %s crashed", job.scan_id)
+            result = failed(f"{type(exc).__name__}: {exc}", scan_id=job.scan_id)
         finally:
-            self._current_scan = None
+            self.scan_queue.done(job)
+        if job.command_id:
+            self.post_result(client, job.command_id, result)
+        return result
 
     def _drain_scans(self, client: AgentClient) -> None:
-        while True:
-            try:
-                job = self._scan_queue.get_nowait()
-            except queue.Empty:
-                return
-            result = self._run_scan(job, client)
-            if job.command_id:
-                self.post_result(client, job.command_id, result)
+        while (job := self.scan_queue.take()) is not None:
+            self.run_scan(job, client)
 
     def _cmd_cancel_scan(self, command: Command) -> CommandResult:
         scan_id = command.payload.get("scan_id")
-        current = self._current_scan
-        if current is not None and current.scan_id == scan_id:
-            current.cancel.set()
-            return succeeded("cancelling", scan_id=scan_id)
-        kept: list[ScanJob] = []
-        found: ScanJob | None = None
-        while True:
-            try:
-                job = self._scan_queue.get_nowait()
-            except queue.Empty:
-                break
-            if job.scan_id == scan_id and found is None:
-                found = job
-            else:
-                kept.append(job)
-        for job in kept:
-            self._scan_queue.put(job)
-        if found is not None:
-            found.cancel.set()
-            self._scan_queue.put(found)  # the runner reports it cancelled and answers its command
-            return succeeded("cancelled before start", scan_id=scan_id)
-        return succeeded("scan not running", scan_id=scan_id)
+        return succeeded(self.scan_queue.cancel(scan_id), scan_id=scan_id)
 
     def _cmd_apply_policy(self, command: Command) -> CommandResult:
         bundle = self.refresh_policy(self._local.client)
         return succeeded(f"policy version {bundle.version} applied", version=bundle.version)
 
     def _wake_sender(self) -> None:
-        self._outbox_ready.set()
-
-    # ---- threads ---------------------------------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        client = self._client()
-        while not self._stop.is_set():
-            mono = self.clock.monotonic()
-            try:
-                if mono >= self._next_heartbeat:
-                    self.heartbeat_step(client, mono)
-                if mono >= self._next_accounts:
-                    self.accounts_step(mono)
-            except Exception:
-                log.exception("heartbeat loop error")
-                self._next_heartbeat = mono + self.interval
-            due = min(self._next_heartbeat, self._next_accounts) - self.clock.monotonic()
-            self._stop.wait(max(0.05, due))
-
-    def _command_loop(self) -> None:
-        client = self._client()
-        while not self._stop.is_set():
-            try:
-                self.poll_commands(client, wait=self.cfg.command_wait_s)
-                self._poll_backoff.reset()
-            except AuthRejected as exc:
-                log.error("command poll: %s", exc)
-                self._stop.wait(max(self.interval, self._poll_backoff.next_delay()))
-            except TransportError as exc:
-                if self._stop.is_set():
-                    break
-                delay = self._poll_backoff.next_delay()
-                log.warning("command poll failed (%s); reconnecting in %.1f s", exc, delay)
-                self._stop.wait(delay)
-            except Exception:
-                if self._stop.is_set():
-                    break
-                log.exception("command loop error")
-                self._stop.wait(self._poll_backoff.next_delay())
-
-    def _sender_loop(self) -> None:
-        client = self._client()
-        while not self._stop.is_set():
-            mono = self.clock.monotonic()
-            if mono < self._send_not_before:
-                self._stop.wait(self._send_not_before - mono)
-                continue
-            # Cleared before looking at the outbox, so an event put meanwhile still wakes the wait below.
-            self._outbox_ready.clear()
-            try:
-                sent = self.send_step(client, mono)
-            except Exception:
-                log.exception("sender loop error")
-                sent = None
-                self._send_not_before = mono + self._send_backoff.next_delay()
-            if sent is None or self.outbox.depth() > 0:
-                continue  # backed off (the loop head waits), or more to send right away
-            self._outbox_ready.wait(5.0)
-
-    def _scan_loop(self) -> None:
-        client = self._client()
-        while not self._stop.is_set():
-            try:
-                job = self._scan_queue.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            try:
-                result = self._run_scan(job, client)
-            except Exception as exc:
-                log.exception("scan %s crashed", job.scan_id)
-                result = failed(f"{type(exc).__name__}: {exc}", scan_id=job.scan_id)
-            if job.command_id:
-                self.post_result(client, job.command_id, result)
-
-    def start(self) -> None:
-        """Start the worker threads (idempotent)."""
-        if self._threads:
-            return
-        for name, target in (
-            ("heartbeat", self._heartbeat_loop),
-            ("commands", self._command_loop),
-            ("sender", self._sender_loop),
-            ("scans", self._scan_loop),
-        ):
-            thread = threading.Thread(target=target, name=f"hostward-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.outbox_ready.set()
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -586,11 +464,11 @@ class Agent:
         self._signal = signum
 
     def request_stop(self, reason: str, exit_code: int = EXIT_OK) -> None:
-        if not self._stop.is_set():
+        if not self.stopping.is_set():
             self.stop_reason = reason
             self.exit_code = exit_code
-        self._stop.set()
-        self._outbox_ready.set()
+        self.stopping.set()
+        self.outbox_ready.set()
 
     def run(self) -> int:
         """Run until a signal or a fatal condition; returns the process exit code."""
@@ -607,15 +485,15 @@ class Agent:
         if self.cfg.log_sources:
             log.info("log sources configured (used by the log capabilities): %s", self.cfg.log_sources)
         try:
-            self.start()
-            while not self._stop.is_set():
+            self.workers.start()
+            while not self.stopping.is_set():
                 if self._signal is not None:
                     self.request_stop(f"signal {signal.Signals(self._signal).name}")
                     break
                 mono = self.clock.monotonic()
                 if mono >= self._next_budget:
                     self.check_budget(mono)
-                self._stop.wait(0.5)
+                self.stopping.wait(0.5)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -635,20 +513,17 @@ class Agent:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Ordered, idempotent: stop work, interrupt I/O, join threads, stop detectors, close files."""
         self._phase("signal", lambda: self.request_stop(self.stop_reason or "shutdown", self.exit_code))
-        self._phase("cancel-scan", self._cancel_current_scan)
+        self._phase("cancel-scan", self.scan_queue.cancel_current)
         self._phase("close-clients", self._close_clients)
-        self._phase("join", lambda: self._join(timeout))
+        self._phase("join", lambda: self.workers.join(timeout))
         self._phase("detectors", self.detectors.stop)
         self._phase("outbox", self.outbox.close)
         self._phase("state", self.state.close)
         self._phase("lock", self._release_lock)
 
-    def _cancel_current_scan(self) -> None:
-        if self._current_scan is not None:
-            self._current_scan.cancel.set()
-
     def _close_clients(self) -> None:
-        # Closing the pools makes a blocked long poll return at once instead of after its hold time.
+        # Releases every connection; a long poll already blocked in recv() finishes on its own (the
+        # join gives it a short grace).
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
@@ -656,14 +531,6 @@ class Agent:
                 client.close()
             except Exception:
                 log.debug("client close failed", exc_info=True)
-
-    def _join(self, timeout: float) -> None:
-        for thread in self._threads:
-            # A long poll blocked in recv() may outlive its closed pool; it only reads, and it is a
-            # daemon thread, so it gets a short grace instead of holding up the shutdown.
-            thread.join(1.0 if thread.name == "hostward-commands" else timeout)
-            if thread.is_alive():
-                log.warning("thread %s still running at shutdown", thread.name)
 
     def _release_lock(self) -> None:
         if self._lock_fh is not None:

@@ -7,6 +7,7 @@ manager is down is still reported, in order, when it comes back.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,48 @@ class ScanJob:
     kind: str
     command_id: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class ScanQueue:
+    """Scans waiting to run and the one running; a cancel finds its job in either place."""
+
+    def __init__(self) -> None:
+        self._pending: queue.Queue[ScanJob] = queue.Queue()
+        self._lock = threading.Lock()
+        self.current: ScanJob | None = None
+
+    def submit(self, job: ScanJob) -> None:
+        self._pending.put(job)
+
+    def take(self, timeout: float | None = None) -> ScanJob | None:
+        """The next job (``timeout=None``: do not wait); it becomes ``current`` until ``done``."""
+        try:
+            job = self._pending.get(timeout=timeout) if timeout else self._pending.get_nowait()
+        except queue.Empty:
+            return None
+        self.current = job
+        return job
+
+    def done(self, job: ScanJob) -> None:
+        if self.current is job:
+            self.current = None
+
+    def cancel(self, scan_id: object) -> str:
+        """Flag the job; a queued one still runs, only to report itself cancelled and answer its command."""
+        current = self.current
+        if current is not None and current.scan_id == scan_id:
+            current.cancel.set()
+            return "cancelling"
+        with self._lock, self._pending.mutex:
+            for job in self._pending.queue:
+                if job.scan_id == scan_id:
+                    job.cancel.set()
+                    return "cancelled before start"
+        return "scan not running"
+
+    def cancel_current(self) -> None:
+        if self.current is not None:
+            self.current.cancel.set()
 
 
 Commit = Callable[[list[DetectorEvent]], None]

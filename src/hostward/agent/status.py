@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 from typing import Any
 
+from hostward.agent.lockfile import is_running
 from hostward.agent.state import StateStore, open_db
 from hostward.agent.state.store import DB_NAME
 from hostward.agent.transport.outbox import DB_NAME as OUTBOX_DB
 from hostward.agent.transport.outbox import read_stats
-
-LOCK_NAME = "agent.lock"
-
-
-def is_running(state_dir: Path) -> bool:
-    """True when an agent process holds this state directory's lock."""
-    path = state_dir / LOCK_NAME
-    if not path.exists():
-        return False
-    with open(path, encoding="ascii") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
 
 
 def agent_status(state_dir: Path) -> dict[str, Any]:

@@ -1,13 +1,19 @@
-"""Fast login-log parser: one log line (or one journald message) in, at most one ``LoginEvent`` out.
+"""Fast login-log parser: log lines (or journald messages) in, ``LoginEvent`` tuples out.
 
-Speed comes from doing little per line: the syslog header is split with ``str.find`` (no regex); the
-program tag picks the patterns (a dict lookup — lines of other programs cost nothing more); the
-patterns of a program are compiled into ONE alternation matched at the message start, where the
-regex engine rejects an alternative on its first literal character; timestamps, addresses and ports
-are converted through small caches, because attackers repeat themselves.
+Speed comes from doing little in Python per line. All patterns are compiled into ONE regex for a whole
+syslog line — timestamp, host, program tag, then the alternatives of that program's patterns — so a
+typical line costs one call into the regex engine, which rejects a non-matching alternative after one
+character comparison and ends on a line of a program we do not watch right after its tag. The groups
+of the alternative that matched say what it means (``match.lastindex``); timestamps, addresses and
+ports are converted through small caches, because attackers repeat themselves.
 
-Pure logic, no I/O: bytes are decoded by the collector; a line that is garbage, binary, over
-``max_line`` characters or cut short never raises — it is counted (``unparsed``/``unmatched``).
+Lines the one-regex form does not take (no syslog header, CRLF endings, a service's own log format,
+bare ``sshd -E`` messages) go the reference path: the header is split with ``str.find`` and the
+program's own bucket of patterns is tried. Both paths give the same event for a line; the test suite
+checks it.
+
+Pure logic, no I/O: bytes are decoded by the collector. A line that is garbage, binary, over
+``max_line`` characters or cut short never raises — it is counted.
 """
 
 from __future__ import annotations
@@ -16,24 +22,15 @@ import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, tzinfo
 from typing import NamedTuple
 
-from hostward.agent.detectors.logpatterns import (
-    ANY_PROGRAM,
-    PatternSet,
-    PatternSpec,
-    ServiceSpec,
-    load_patterns,
-    prefixed_regex,
-)
+from hostward.agent.detectors.logpatterns import ANY_PROGRAM, PatternSet, PatternSpec, load_patterns, prefixed_regex
+from hostward.agent.detectors.logtime import CACHE_LIMIT, MONTHS, LogClock
 
 AUTO = "auto"
 DEFAULT_MAX_LINE = 16 * 1024
-_CACHE_LIMIT = 65_536
-_FUTURE_SLACK_S = 7 * 86_400  # a syslog date further ahead than this belongs to last year
-_MONTHS = {m: i for i, m in enumerate(("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec").split(), 1)}
 _FIELDS = ("user", "address", "port", "method", "service", "alt_user")
 
 
@@ -60,26 +57,18 @@ class ParseCounters:
     """Every line lands in exactly one of events / skipped / unmatched / unparsed."""
 
     events: int = 0  # recognised (any kind)
-    skipped: int = 0  # well-formed line of a program we do not watch
-    unmatched: int = 0  # a watched program's line no pattern matched (normal for most messages)
+    skipped: int = 0  # a well-formed line of a program we do not watch
+    unmatched: int = 0  # a watched program's line that no pattern matched (normal for most messages)
     unparsed: int = 0  # no recognisable structure: garbage, binary, cut short, oversize
     oversize: int = 0  # part of unparsed: longer than max_line
-    invalid_address: int = 0  # recognised, but the address text is no IP address (a host name, junk)
+    invalid_address: int = 0  # part of events: the address text is no IP address (a host name, junk)
 
     @property
     def lines(self) -> int:
         return self.events + self.skipped + self.unmatched + self.unparsed
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "lines": self.lines,
-            "events": self.events,
-            "skipped": self.skipped,
-            "unmatched": self.unmatched,
-            "unparsed": self.unparsed,
-            "oversize": self.oversize,
-            "invalid_address": self.invalid_address,
-        }
+        return {"lines": self.lines, **asdict(self)}
 
 
 def normalise_address(text: str) -> str | None:
@@ -97,30 +86,43 @@ def normalise_address(text: str) -> str | None:
     return str(addr)
 
 
-# What one alternative of a combined regex means: (kind, service, default user, default method,
-# pattern id, counting, group indices). A plain tuple: unpacking it is the cheapest thing per line.
+# What one alternative of a combined regex means: (kind, service, default user, default method, pattern
+# id, counting, group indices). A plain tuple: unpacking it is the cheapest thing to do per line.
 _Alt = tuple[str, str, "str | None", "str | None", str, str, tuple[int, ...]]
 _NEW = tuple.__new__  # builds a LoginEvent without running NamedTuple.__new__ in Python
+_BSD_TS = r"(?P<bsd>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d)"
+_ISO_TS = r"(?P<iso>\d{4}-\d\d-\d\dT\S+)"
+_TAG_END = r"(?:\[\d+\])?: "
+_ANY_TAG = r"[^\s\[:]++"
 
 
-def _alternatives(patterns: list[PatternSpec], prefix: str) -> list[str]:
-    # Each alternative ENDS with an empty marker group: it closes last, so ``match.lastindex`` names the
-    # alternative, and the alternative still begins with its own first literal, which lets the regex
-    # engine skip it after one character comparison (it cannot when the alternative opens a group).
-    return [f"{prefixed_regex(p, f'{prefix}{i}_')}(?P<{prefix}{i}>)" for i, p in enumerate(patterns)]
+def _alternatives(patterns: list[PatternSpec], prefix: str, *, mark_all: bool = False) -> list[str]:
+    # ``match.lastindex`` (the last group closed) tells which alternative matched, because every group
+    # belongs to exactly one alternative. An empty marker group goes at the END of an alternative (of
+    # those without groups, or of all with ``mark_all``), so the alternative still begins with its own
+    # first literal — which lets the engine skip it after one character comparison. The one-line regex
+    # keeps its groups few on purpose: every match pays for each group.
+    return [
+        prefixed_regex(p, f"{prefix}{i}_") + ("" if "(?P<" in p.regex and not mark_all else f"(?P<{prefix}{i}_>)")
+        for i, p in enumerate(patterns)
+    ]
 
 
 def _alt_table(
     rx: re.Pattern[str], groups: list[tuple[str, list[PatternSpec]]], extra: tuple[str, ...] = ()
-) -> tuple[_Alt | None, ...]:
+) -> list[_Alt | None]:
     never = rx.groupindex["never"]
     table: list[_Alt | None] = [None] * (rx.groups + 1)
     for prefix, patterns in groups:
         for i, p in enumerate(patterns):
-            idx = tuple(rx.groupindex.get(f"{prefix}{i}_{name}", never) for name in _FIELDS)
+            own = f"{prefix}{i}_"
+            idx = tuple(rx.groupindex.get(f"{own}{name}", never) for name in _FIELDS)
             idx += tuple(rx.groupindex[name] for name in extra)
-            table[rx.groupindex[f"{prefix}{i}"]] = (p.kind, p.service, p.user, p.method, p.id, p.counting, idx)
-    return tuple(table)
+            alt: _Alt = (p.kind, p.service, p.user, p.method, p.id, p.counting, idx)
+            for name, index in rx.groupindex.items():
+                if name.startswith(own):
+                    table[index] = alt
+    return table
 
 
 @dataclass(frozen=True)
@@ -128,28 +130,16 @@ class _Bucket:
     """The patterns tried for one program (or one service's own format), as one anchored alternation."""
 
     rx: re.Pattern[str]
-    alts: tuple[_Alt | None, ...]  # by ``match.lastindex``
+    alts: tuple[_Alt | None, ...]
 
 
 def _compile_bucket(patterns: list[PatternSpec]) -> _Bucket:
-    rx = re.compile("(?:" + "|".join([*_alternatives(patterns, "a"), "(?P<never>(?!))"]) + ")")
-    return _Bucket(rx=rx, alts=_alt_table(rx, [("a", patterns)]))
-
-
-_BSD_TS = r"(?P<bsd>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d)"
-_ISO_TS = r"(?P<iso>\d{4}-\d\d-\d\dT\S+)"
-_PID = r"(?:\[\d+\])?: "
+    rx = re.compile("(?:" + "|".join([*_alternatives(patterns, "a", mark_all=True), "(?P<never>(?!))"]) + ")")
+    return _Bucket(rx=rx, alts=tuple(_alt_table(rx, [("a", patterns)])))
 
 
 class CompiledPatterns:
-    """The pattern set compiled for parsing; build once, share between parsers.
-
-    Two forms: per-program buckets (the reference path, also used for journald messages), and one
-    regex for a whole syslog line — header, program tag and every program's alternatives — which
-    parses a typical line in a single call into the regex engine. A line the one-regex form does not
-    match goes the reference path, so the fast form can only add speed, never change a result
-    (``tests/unit/test_logparse.py`` checks that the two agree).
-    """
+    """The pattern set compiled for parsing; build once per process, share between parsers."""
 
     def __init__(self, patterns: PatternSet) -> None:
         self.patterns = patterns
@@ -157,26 +147,34 @@ class CompiledPatterns:
         self.pam: _Bucket | None = _compile_bucket(pam) if pam else None
         self.by_service: dict[str, _Bucket] = {}
         self.by_program: dict[str, _Bucket] = {}
-        tag_parts: list[str] = []
+        branches: list[str] = []
         groups: list[tuple[str, list[PatternSpec]]] = []
         for n, spec in enumerate(patterns.services.values()):
-            own = list(spec.patterns)
-            if ANY_PROGRAM not in spec.programs:
-                own += pam
-            self.by_service[spec.service] = bucket = _compile_bucket(own)
             programs = [p for p in spec.programs if p != ANY_PROGRAM]
+            own = list(spec.patterns) if ANY_PROGRAM in spec.programs else [*spec.patterns, *pam]
+            self.by_service[spec.service] = bucket = _compile_bucket(own)
             for program in programs:
                 self.by_program[program] = bucket
             if programs:
+                # PAM patterns are not repeated per program: when a watched program's own patterns fail,
+                # the engine goes on to the any-program branch, which holds them once.
                 names = "|".join(re.escape(p) for p in sorted(programs, key=len, reverse=True))
-                tag_parts.append(f"(?:{names}){_PID}(?:{'|'.join(_alternatives(own, f's{n}_'))})")
-                groups.append((f"s{n}_", own))
+                alts = "|".join(_alternatives(list(spec.patterns), f"s{n}_"))
+                branches.append(f"(?:{names}){_TAG_END}(?:{alts})")
+                groups.append((f"s{n}_", list(spec.patterns)))
         if pam:
-            tag_parts.append(rf"[^\s\[:]+{_PID}(?:{'|'.join(_alternatives(pam, 'pam_'))})")
+            branches.append(f"{_ANY_TAG}{_TAG_END}(?:{'|'.join(_alternatives(pam, 'pam_'))})")
             groups.append(("pam_", pam))
-        tag_parts.append("(?P<never>(?!))")
-        self.line_rx = re.compile(rf"(?:{_BSD_TS}|{_ISO_TS}) \S+ (?:{'|'.join(tag_parts)})")
+        # Last, two branches that only classify: a watched program's line no pattern took, and a line
+        # of any other program. Their marker groups are the highest-numbered groups of the regex.
+        watched = "|".join(re.escape(p) for p in sorted(self.by_program, key=len, reverse=True))
+        branches.append(f"(?:{watched}){_TAG_END}(?P<unmatched_>)")
+        branches.append(f"{_ANY_TAG}{_TAG_END}(?P<skipped_>)")
+        branches.append("(?P<never>(?!))")
+        self.line_rx = re.compile(rf"(?:{_BSD_TS}|{_ISO_TS}) \S++ (?:{'|'.join(branches)})")
         self.line_alts = _alt_table(self.line_rx, groups, extra=("bsd", "iso"))
+        self.unmatched_group = self.line_rx.groupindex["unmatched_"]
+        self.first_class_group = min(self.unmatched_group, self.line_rx.groupindex["skipped_"])
         self.formats = [f for s in patterns.services.values() for f in s.formats]
         self.bare = [s.service for s in patterns.services.values() if s.bare]
 
@@ -193,12 +191,12 @@ def default_compiled() -> CompiledPatterns:
 
 
 class LogParser:
-    """Turns lines of one log source into ``LoginEvent`` objects and keeps the source's counters.
+    """Turns the lines of one log source into ``LoginEvent`` tuples and counts what it saw.
 
     ``service`` is the source's hint: ``auto`` recognises syslog lines by their program tag and tries
-    every service's own formats and bare messages; a service name restricts the prefix-less lines to
-    that service (``sshd`` for an ``sshd -E`` file). ``tz`` is the zone of syslog timestamps without
-    one (None: the host's local time); ``clock`` gives "now" (epoch seconds) to infer their year.
+    every service's own formats and bare messages; a service name restricts the lines without a syslog
+    header to that service (``sshd`` for an ``sshd -E`` file). ``tz`` is the zone of timestamps written
+    without one (None: the host's local time); ``clock`` gives "now" (epoch) to infer their year.
     """
 
     def __init__(
@@ -214,18 +212,12 @@ class LogParser:
         if service != AUTO and service not in self._c.by_service:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(sorted(self._c.by_service))}")
         self.service = service
-        self._tz = tz
-        self._clock = clock
         self._max_line = max_line
-        self._line_match = self._c.line_rx.match
-        self._line_alts = self._c.line_alts
-        # plain int attributes: the hot path increments one of them per line (see ``counters``)
+        self._time = LogClock(tz, clock)
+        self._addr_cache: dict[str, str] = {}
+        self._port_cache: dict[str, int] = {}
         self._events = self._skipped = self._unmatched = self._unparsed = 0
         self._oversize = self._invalid_address = 0
-        self._addr_cache: dict[str, str] = {}
-        self._sec_cache: dict[str, float | None] = {}
-        self._hour_cache: dict[str, float | None] = {}
-        self._ts_cache: dict[str, float | None] = {}
         if service == AUTO:
             self._formats = list(self._c.formats)
             self._bare = [self._c.by_service[s] for s in self._c.bare]
@@ -247,91 +239,131 @@ class LogParser:
 
     # ---- public --------------------------------------------------------------------------------------
 
-    def parse_line(self, line: str) -> LoginEvent | None:
-        """The event of one log line (with or without its line ending), or None."""
-        if len(line) > self._max_line:
-            self._unparsed += 1
-            self._oversize += 1
-            return None
-        m = self._line_match(line)
-        if m is None:
-            return self._parse_slow(line)
-        kind, service, user_default, method_default, pattern_id, counting, groups = self._line_alts[m.lastindex]  # type: ignore[index,misc]
-        user, addr, port, method, own_service, alt_user, bsd, iso = m.group(*groups)
-        if addr is not None:
-            address = self._addr_cache.get(addr)
-            if address is None:
-                address = self._normalise(addr)
-            if not address:
-                address = None
-                self._invalid_address += 1
-        else:
-            address = None
-        if bsd is not None:
-            ts = self._sec_cache.get(bsd)
-            if ts is None:
-                ts = self._bsd_epoch(bsd)
-        else:
-            ts = self._iso_epoch(iso)
-        if not user and alt_user:
-            user = alt_user
-        self._events += 1
-        return _NEW(  # type: ignore[no-any-return]
-            LoginEvent,
-            (
-                kind,
-                own_service or service,
-                user_default if user is None else user,
-                address,
-                method or method_default,
-                ts,
-                pattern_id,
-                int(port) if port else None,
-                counting,
-            ),
-        )
-
-    def parse_message(self, program: str, message: str, timestamp: float | None) -> LoginEvent | None:
-        """The event of one journald entry (``SYSLOG_IDENTIFIER``/``_COMM``, ``MESSAGE``, realtime)."""
-        if len(message) > self._max_line:
-            self._unparsed += 1
-            self._oversize += 1
-            return None
-        message = message.rstrip("\r\n")
-        bucket = self._c.by_program.get(program)
-        if bucket is None:
-            if message.startswith("pam_") and self._c.pam is not None:
-                bucket = self._c.pam
+    def parse_many(self, lines: Iterable[str]) -> list[LoginEvent]:
+        """The events of ``lines`` (with or without line endings), in order. The hot path."""
+        out: list[LoginEvent] = []
+        append = out.append
+        match = self._c.line_rx.match
+        alts = self._c.line_alts
+        first_class = self._c.first_class_group
+        unmatched_group = self._c.unmatched_group
+        addr_get = self._addr_cache.get
+        port_get = self._port_cache.get
+        sec_get = self._time.sec_cache.get
+        max_line = self._max_line
+        events = 0
+        for line in lines:
+            m = match(line) if len(line) <= max_line else None
+            if m is None:
+                event = self._parse_slow(line)
+                if event is not None:
+                    append(event)
+                continue
+            i = m.lastindex
+            if i >= first_class:  # type: ignore[operator]
+                if i == unmatched_group:
+                    self._unmatched += 1
+                else:
+                    self._skipped += 1
+                continue
+            alt = alts[i]  # type: ignore[index]
+            if alt is None:  # no group of the alternative took part: leave it to the reference path
+                event = self._parse_slow(line)
+                if event is not None:
+                    append(event)
+                continue
+            kind, service, user_default, method_default, pattern_id, counting, groups = alt
+            user, addr, port, method, own_service, alt_user, bsd, iso = m.group(*groups)
+            if addr is not None:
+                address = addr_get(addr)
+                if address is None:
+                    address = self._normalise(addr)
+                if not address:
+                    address = None
+                    self._invalid_address += 1
             else:
-                self._skipped += 1
-                return None
-        m = bucket.rx.match(message)
-        if m is None:
-            self._unmatched += 1
-            return None
-        return self._event(m, bucket, timestamp)
+                address = None
+            if bsd is not None:
+                ts = sec_get(bsd)
+                if ts is None:
+                    ts = self._time.bsd(bsd)
+            else:
+                ts = self._time.iso(iso)
+            if port is not None:
+                number = port_get(port)
+                if number is None:
+                    number = self._port(port)
+            else:
+                number = None
+            if not user and alt_user:
+                user = alt_user
+            events += 1
+            append(
+                _NEW(  # type: ignore[arg-type]
+                    LoginEvent,
+                    (
+                        kind,
+                        own_service or service,
+                        user_default if user is None else user,
+                        address,
+                        method or method_default,
+                        ts,
+                        pattern_id,
+                        number,
+                        counting,
+                    ),
+                )
+            )
+        self._events += events
+        return out
+
+    def parse_line(self, line: str) -> LoginEvent | None:
+        """The event of one log line, or None."""
+        events = self.parse_many((line,))
+        return events[0] if events else None
 
     def parse_lines(self, lines: Iterable[str]) -> Iterator[tuple[int, LoginEvent]]:
-        """(1-based line number, event) for every recognised line."""
-        parse = self.parse_line
+        """(1-based line number, event) for every recognised line (for ``hostward logtest``)."""
         for number, line in enumerate(lines, 1):
-            event = parse(line)
+            event = self.parse_line(line)
             if event is not None:
                 yield number, event
 
+    def parse_message(self, program: str, message: str, timestamp: float | None) -> LoginEvent | None:
+        """The event of one journald entry (``SYSLOG_IDENTIFIER``, ``MESSAGE``, realtime timestamp)."""
+        if len(message) > self._max_line:
+            return self._too_long()
+        message = message.rstrip("\r\n")
+        bucket = self._c.by_program.get(program)
+        if bucket is None:
+            if not message.startswith("pam_") or self._c.pam is None:
+                self._skipped += 1
+                return None
+            bucket = self._c.pam
+        m = bucket.rx.match(message)
+        if m is None:
+            if bucket is self._c.pam:
+                self._skipped += 1
+            else:
+                self._unmatched += 1
+            return None
+        return self._event(m, bucket, timestamp)
+
     # ---- internals ---------------------------------------------------------------------------------
 
+    def _too_long(self) -> None:
+        self._unparsed += 1
+        self._oversize += 1
+
     def _parse_slow(self, line: str) -> LoginEvent | None:
-        """The reference path: split the syslog header with str.find, then the program's bucket."""
+        """The reference path: split the syslog header with ``str.find``, then the program's bucket."""
+        if len(line) > self._max_line:
+            return self._too_long()
         line = line.rstrip("\r\n")
-        if line[3:4] == " " and line[15:16] == " " and line[:3] in _MONTHS:
-            host = 16
-            rfc = False
-        elif line[10:11] == "T" and line[4:5] == "-":
-            host = line.find(" ", 19) + 1
-            rfc = True
-            if host == 0:
-                return self._other_line(line)
+        if line[3:4] == " " and line[15:16] == " " and line[:3] in MONTHS:
+            host, rfc = 16, False
+        elif line[10:11] == "T" and line[4:5] == "-" and line.find(" ", 19) > 0:
+            host, rfc = line.find(" ", 19) + 1, True
         else:
             return self._other_line(line)
         sp = line.find(" ", host)
@@ -340,31 +372,31 @@ class LogParser:
             return self._other_line(line)
         br = line.find("[", sp + 1, end)
         bucket = self._c.by_program.get(line[sp + 1 : br if br > 0 else end - 1])
+        watched = bucket is not None
         if bucket is None:
-            if line.startswith("pam_", end + 1) and self._c.pam is not None:
-                bucket = self._c.pam
-            else:
+            if not line.startswith("pam_", end + 1) or self._c.pam is None:
                 self._skipped += 1
                 return None
+            bucket = self._c.pam
         m = bucket.rx.match(line, end + 1)
         if m is None:
-            self._unmatched += 1
+            if watched:
+                self._unmatched += 1
+            else:
+                self._skipped += 1
             return None
-        ts = self._iso_epoch(line[: host - 1]) if rfc else self._bsd_epoch(line[:15])
+        ts = self._time.iso(line[: host - 1]) if rfc else self._time.bsd(line[:15])
         return self._event(m, bucket, ts)
 
     def _event(self, m: re.Match[str], bucket: _Bucket, ts: float | None) -> LoginEvent:
         alt = bucket.alts[m.lastindex or 0]
-        assert alt is not None  # every alternative ends with its marker group
+        assert alt is not None  # every alternative of a bucket ends with its marker group
         kind, service, user_default, method_default, pattern_id, counting, groups = alt
         user, raw_addr, port, method, own_service, alt_user = m.group(*groups)
         address = None
         if raw_addr is not None:
-            address = self._addr_cache.get(raw_addr)
+            address = self._addr_cache.get(raw_addr) or self._normalise(raw_addr) or None
             if address is None:
-                address = self._normalise(raw_addr)
-            if not address:
-                address = None
                 self._invalid_address += 1
         if not user and alt_user:
             user = alt_user
@@ -377,15 +409,21 @@ class LogParser:
             method or method_default,
             ts,
             pattern_id,
-            int(port) if port else None,
+            self._port(port) if port else None,
             counting,
         )
 
     def _normalise(self, raw: str) -> str:
-        if len(self._addr_cache) >= _CACHE_LIMIT:
+        if len(self._addr_cache) >= CACHE_LIMIT:
             self._addr_cache.clear()
         value = normalise_address(raw) or ""
         self._addr_cache[raw] = value
+        return value
+
+    def _port(self, text: str) -> int:
+        if len(self._port_cache) >= CACHE_LIMIT:
+            self._port_cache.clear()
+        value = self._port_cache[text] = int(text)
         return value
 
     def _other_line(self, line: str) -> LoginEvent | None:
@@ -397,108 +435,10 @@ class LogParser:
             bucket = self._c.by_service[fmt.service]
             m = bucket.rx.match(line, fm.start("msg"))
             if m is not None:
-                return self._event(m, bucket, self._format_epoch(fm.group("ts"), fmt.time_format))
+                return self._event(m, bucket, self._time.formatted(fm.group("ts"), fmt.time_format))
         for bucket in self._bare:
             m = bucket.rx.match(line)
             if m is not None:
                 return self._event(m, bucket, None)
         self._unparsed += 1
         return None
-
-    def _now(self) -> float:
-        return self._clock()
-
-    def _local_epoch(self, year: int, month: int, day: int, hour: int, minute: int = 0, sec: int = 0) -> float:
-        if self._tz is not None:
-            return datetime(year, month, day, hour, minute, sec, tzinfo=self._tz).timestamp()
-        datetime(year, month, day, hour, minute, sec)  # validates (mktime would normalise Feb 30)
-        return time.mktime((year, month, day, hour, minute, sec, 0, 0, -1))
-
-    def _year_now(self, now: float) -> int:
-        if self._tz is not None:
-            return datetime.fromtimestamp(now, self._tz).year
-        return time.localtime(now).tm_year
-
-    def _infer(self, month: int, day: int, hour: int, minute: int = 0, sec: int = 0) -> float | None:
-        """Epoch of a year-less date: this year, unless that lies more than a week ahead (then last year)."""
-        now = self._now()
-        year = self._year_now(now)
-        for candidate in (year, year - 1):
-            try:
-                value = self._local_epoch(candidate, month, day, hour, minute, sec)
-            except (ValueError, OverflowError):
-                continue
-            if value <= now + _FUTURE_SLACK_S:
-                return value
-        return None
-
-    def _bsd_epoch(self, text: str) -> float | None:
-        """``Nov 24 13:57:44`` (``Nov  4 ...`` too) -> epoch, via a per-hour cache."""
-        if len(self._sec_cache) >= _CACHE_LIMIT:
-            self._sec_cache.clear()
-            self._hour_cache.clear()
-        value: float | None = None
-        hour_key = text[:9]
-        base = self._hour_cache.get(hour_key)
-        try:
-            if base is None and hour_key not in self._hour_cache:
-                day = int(text[4:6])
-                hour = int(text[7:9])
-                base = self._infer(_MONTHS[text[:3]], day, hour) if 0 <= hour < 24 else None
-                self._hour_cache[hour_key] = base
-            minute, sec = int(text[10:12]), int(text[13:15])
-            if base is not None and text[9] == ":" and text[12] == ":" and minute < 60 and sec < 61:
-                value = base + minute * 60 + sec
-        except (ValueError, KeyError):
-            value = None
-        self._sec_cache[text] = value
-        return value
-
-    def _iso_epoch(self, text: str) -> float | None:
-        if text in self._ts_cache:
-            return self._ts_cache[text]
-        if len(self._ts_cache) >= _CACHE_LIMIT:
-            self._ts_cache.clear()
-        value: float | None
-        try:
-            dt = datetime.fromisoformat(text)
-            if dt.tzinfo is None:
-                value = self._local_epoch(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
-                value += dt.microsecond / 1e6
-            else:
-                value = dt.timestamp()
-        except (ValueError, OverflowError):
-            value = None
-        self._ts_cache[text] = value
-        return value
-
-    def _format_epoch(self, text: str, time_format: str) -> float | None:
-        if time_format == "iso":
-            return self._iso_epoch(text)
-        key = f"{time_format}\x00{text}"
-        if key in self._ts_cache:
-            return self._ts_cache[key]
-        if len(self._ts_cache) >= _CACHE_LIMIT:
-            self._ts_cache.clear()
-        value: float | None
-        try:
-            has_year = "%Y" in time_format or "%y" in time_format
-            # a year-less format gets a leap year so that "Feb 29" parses; the year is inferred below
-            parsed = datetime.strptime(text if has_year else f"2000 {text}", time_format if has_year else f"%Y {time_format}")
-            if has_year:
-                value = self._local_epoch(
-                    parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second
-                )
-            else:
-                value = self._infer(parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second)
-        except (ValueError, OverflowError):
-            value = None
-        self._ts_cache[key] = value
-        return value
-
-
-def epoch_to_iso(value: float | None) -> str | None:
-    """ISO 8601 UTC text of an epoch (for JSON output)."""
-    if value is None:
-        return None
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=value)).isoformat()

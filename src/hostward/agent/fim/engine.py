@@ -292,6 +292,8 @@ class FimEngine:
         rootset = self.rootset
         baselined = self._baselined
         fresh_paths = {r.path for r in fresh}
+        if changes and self.packages is not None:
+            self.packages.refresh()
         for change in changes:
             root = rootset.owner(change.path)
             if root is None or root.path in fresh_paths or root.path not in baselined:

@@ -45,6 +45,10 @@ class Owner:
 class PackageIndex(Protocol):
     manager: Literal["dpkg", "rpm"]
 
+    def refresh(self) -> None:
+        """Catch up with the package database (called before each batch of lookups)."""
+        ...
+
     def owner(self, path: bytes) -> Owner | None: ...
 
     def dropped(self, path: bytes) -> str | None:
@@ -336,6 +340,9 @@ class RpmIndex:
             digest = ""
         algorithm = "md5" if len(digest) == 32 else "sha256"
         return Owner("rpm", package, algorithm, digest)
+
+    def refresh(self) -> None:
+        return None
 
     def dropped(self, path: bytes) -> str | None:
         return None

@@ -15,6 +15,28 @@ from typing import Any
 from hostward.core.errors import Invalid
 
 FIELD_PREFIX = "s_"
+_UNITS = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "min": "minutes",
+    "h": "hours",
+    "d": "days",
+    "mb": "MB",
+    "kb": "KB",
+}
+
+
+def human_title(name: str, title: str | None) -> str:
+    """A readable field title: "ports_interval_s" gives "Ports interval (seconds)".
+
+    pydantic's automatic title ("Ports Interval S") is replaced; an explicit title on the field is kept.
+    """
+    if title and title != name.replace("_", " ").title():
+        return title
+    words = name.split("_")
+    unit = _UNITS.get(words[-1]) if len(words) > 1 else None
+    text = " ".join(words[:-1] if unit else words).capitalize()
+    return f"{text} ({unit})" if unit else text
 
 
 @dataclass(frozen=True)
@@ -71,7 +93,7 @@ def fields_for(schema: Mapping[str, Any], values: Mapping[str, Any]) -> list[Set
         value = values.get(name, prop.get("default"))
         common = {
             "name": name,
-            "title": prop.get("title", name),
+            "title": human_title(name, prop.get("title")),
             "description": prop.get("description", ""),
             "value": value,
             "nullable": nullable,

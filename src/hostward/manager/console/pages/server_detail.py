@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from hostward.manager.agentlink import service as agentlink
 from hostward.manager.alarms import service as alarms
+from hostward.manager.console.pages.servers import idle_by_region
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
@@ -67,6 +68,8 @@ def server_page(
         )
         values["active_scan"] = scans.active_scan(session, server.id)
         values["alarm_stats"] = alarms.statistics(session, server_id=server.id)
+        values["idle"] = idle_by_region(session, {server.region})
+        values["enable_editions"] = protection.ENABLE_EDITIONS
         if tab == "overview":
             values["groups"] = [g for g, _ in servers.list_groups(session)]
             values["credentials"] = agentlink.list_credentials(session, server.id)

@@ -1,0 +1,200 @@
+"""FIM speed against AIDE and the two-core ``openssl dgst`` limit, on a ~100,000-file, ~1 GB tree.
+
+One run: build or repair the deterministic tree (``_fimtree``, default under /var/tmp/hostward-bench),
+warm the page cache, time ``find | xargs -P2 -n 2000 openssl dgst -sha256`` (the limit), ``aide --init``
+and ``hostward fim init`` with the same attributes (sha256, size, perm, user, group, mtime, ctime,
+inode; 2 workers each), then change 1% of the files (append to 1%, delete 1%, add 1%), time
+``aide --check`` and ``hostward fim check`` (and ``--full`` for information), and verify that both tools
+report the same sets of added / removed / changed paths. Every time is a whole-process wall time
+(start-up included), warm cache; the median of ``--runs`` runs where a step is repeated.
+
+Targets (issue 4): baseline >= 3x faster than ``aide --init -W 2`` and within 2.5x of the openssl limit;
+check of an unchanged... re-check >= 20x faster than ``aide --check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _fimtree  # noqa: E402
+
+FIM_CLI = (
+    "import sys, typer\n"
+    "from hostward.cli.errors import CliError\n"
+    "from hostward.cli.fim_cmds import fim_app\n"
+    "try:\n"
+    "    typer.main.get_command(fim_app).main(sys.argv[1:], prog_name='hostward fim')\n"
+    "except CliError as exc:\n"
+    "    sys.stderr.write(f'error: {exc.message}\\n'); sys.exit(exc.exit_code)\n"
+)
+
+AIDE_CONF = """\
+database_in=file:{dir}/aide.db
+database_out=file:{dir}/aide.db.new
+gzip_dbout=no
+log_level=warning
+database_attrs=E
+report_level=list_entries
+report_format=json
+report_url=file:{dir}/report.json
+FIM = p+u+g+s+m+c+i+sha256
+{tree} FIM
+"""
+
+
+@dataclass
+class Timed:
+    seconds: float
+    rss_mb: float
+    returncode: int
+    stdout: bytes
+
+
+def timed(argv: list[str], *, ok: tuple[int, ...] = (0,), stdout_path: Path | None = None) -> Timed:
+    """Run ``argv``; wall time and peak RSS of that child alone (``wait4``)."""
+    out = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
+    data = b""
+    if stdout_path is None:
+        assert proc.stdout is not None
+        data = proc.stdout.read()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if stdout_path:
+        out.close()  # type: ignore[union-attr]
+    if proc.returncode not in ok:
+        raise SystemExit(f"{' '.join(argv[:3])}... exited {proc.returncode}: {err.decode(errors='replace')}")
+    return Timed(elapsed, usage.ru_maxrss / 1024, proc.returncode, data)
+
+
+def median_run(argv: list[str], runs: int, **kw: object) -> Timed:
+    results = [timed(argv, **kw) for _ in range(runs)]  # type: ignore[arg-type]
+    results.sort(key=lambda t: t.seconds)
+    return results[len(results) // 2]
+
+
+def fim(*args: str) -> list[str]:
+    return [sys.executable, "-c", FIM_CLI, *args]
+
+
+def aide_sets(report: Path) -> dict[str, set[str]]:
+    data = json.loads(report.read_bytes().decode("utf-8", "surrogateescape"))
+    return {k: set(data.get(k, {})) for k in ("added", "removed", "changed")}
+
+
+def ours_sets(raw: bytes) -> dict[str, set[str]]:
+    data = json.loads(raw)
+    sets = {k: {c["path"] for c in data[k]} for k in ("added", "removed", "changed")}
+    # AIDE has no notion of a move; the tree changes contain none, but keep the comparison honest.
+    for c in data["moved"]:
+        sets["added"].add(c["path"])
+        sets["removed"].add(c["moved_from"])
+    return sets
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir", default="/var/tmp/hostward-bench", help="scratch directory (reused)")
+    ap.add_argument("--runs", type=int, default=1, help="runs per timed step (median)")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    if shutil.which("aide") is None:
+        print("aide is not installed (apt-get install aide): skipping the AIDE comparison")
+        return 0
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tree = _fimtree.ensure_tree(base)
+    nbytes = sum(tree.sizes.values())
+    print(f"tree {tree.root}: {len(tree.files):,} files, {nbytes:,} bytes (ready in {time.perf_counter() - t0:.1f} s)")
+    print(f"machine: nproc {os.cpu_count()}, load average before {os.getloadavg()}")
+    aide_dir = base / "aide"
+    shutil.rmtree(aide_dir, ignore_errors=True)
+    aide_dir.mkdir()
+    conf = aide_dir / "aide.conf"
+    conf.write_text(AIDE_CONF.format(dir=aide_dir, tree=tree.root))
+    db = base / "hostward-fim.db"
+
+    # Warm the page cache (unmeasured): read every file once.
+    timed(fim("init", "--db", str(db), "--workers", str(args.workers), str(tree.root)))
+
+    limit = median_run(["sh", "-c", f"find '{tree.root}' -type f -print0 | xargs -0 -P2 -n 2000 openssl dgst "
+                        "-sha256 >/dev/null"], args.runs)
+    aide_init = median_run(["aide", "-c", str(conf), "--init", "-W", str(args.workers)], args.runs)
+    (aide_dir / "aide.db.new").replace(aide_dir / "aide.db")
+    ours_init = median_run(fim("init", "--db", str(db), "--workers", str(args.workers), str(tree.root)),
+                           args.runs)
+    ours_unchanged = median_run(fim("check", "--db", str(db), "--workers", str(args.workers)), args.runs)
+
+    expected = _fimtree.apply_changes(base, tree)
+    aide_check = timed(["aide", "-c", str(conf), "--check", "-W", str(args.workers)], ok=(0, 1, 2, 3, 4, 5, 6, 7))
+    ours_check = timed(fim("check", "--db", str(db), "--json", "--workers", str(args.workers)), ok=(1,))
+    ours_full = timed(fim("check", "--db", str(db), "--full", "--json", "--workers", str(args.workers)), ok=(1,))
+
+    aide_found = aide_sets(aide_dir / "report.json")
+    ours_found = ours_sets(ours_check.stdout)
+    full_found = ours_sets(ours_full.stdout)
+    same = aide_found == ours_found == full_found
+    files_ok = (
+        expected["added"] <= ours_found["added"]
+        and expected["deleted"] <= ours_found["removed"]
+        and expected["modified"] <= ours_found["changed"]
+    )
+
+    def row(name: str, t: Timed, extra: str = "") -> None:
+        print(f"  {name:44} {t.seconds:8.3f} s  {t.rss_mb:7.1f} MiB  {extra}")
+
+    print(f"\nwall times (whole process, warm cache, median of {args.runs}); load after {os.getloadavg()}")
+    row("limit: find | xargs -P2 openssl dgst", limit)
+    row(f"aide --init -W {args.workers}", aide_init)
+    row(f"hostward fim init --workers {args.workers}", ours_init)
+    row("hostward fim check (unchanged tree)", ours_unchanged)
+    row(f"aide --check -W {args.workers} (after 1% changes)", aide_check)
+    row("hostward fim check (after 1% changes)", ours_check)
+    row("hostward fim check --full (after 1% changes)", ours_full)
+
+    print("\nchanges found (added / removed / changed):")
+    for name, found in (("aide", aide_found), ("hostward", ours_found), ("hostward --full", full_found)):
+        print(f"  {name:16} {len(found['added']):6} {len(found['removed']):6} {len(found['changed']):6}")
+    print(f"  applied: {len(expected['added'])} files added, {len(expected['deleted'])} deleted, "
+          f"{len(expected['modified'])} modified (+ the parent directories whose mtime moved)")
+    if not same:
+        for k in ("added", "removed", "changed"):
+            only_aide = aide_found[k] - ours_found[k]
+            only_ours = ours_found[k] - aide_found[k]
+            if only_aide or only_ours:
+                print(f"  {k}: only aide {sorted(only_aide)[:5]} ({len(only_aide)}), "
+                      f"only hostward {sorted(only_ours)[:5]} ({len(only_ours)})")
+
+    r_init = aide_init.seconds / ours_init.seconds
+    r_limit = ours_init.seconds / limit.seconds
+    r_check = aide_check.seconds / ours_check.seconds
+    print("\nratios (targets from issue 4):")
+    print(f"  aide --init / hostward init     = {r_init:6.2f}x   (target >= 3x)     {'ok' if r_init >= 3 else 'MISSED'}")
+    print(f"  hostward init / openssl limit   = {r_limit:6.2f}x   (target <= 2.5x)   "
+          f"{'ok' if r_limit <= 2.5 else 'MISSED'}")
+    print(f"  aide --check / hostward check   = {r_check:6.2f}x   (target >= 20x)    "
+          f"{'ok' if r_check >= 20 else 'MISSED'}")
+    print(f"  same changes reported by both: {'yes' if same else 'NO'}; every applied change found: "
+          f"{'yes' if files_ok else 'NO'}")
+    _fimtree.ensure_tree(base)  # leave the tree pristine for the next run
+    return 0 if same and files_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
