@@ -21,8 +21,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-BAD_USERS = ("admin", "test", "oracle", "ubuntu", "user", "postgres", "git", "ftpuser", "guest", "pi",
-             "support", "hadoop", "nagios", "steam", "jenkins", "www", "tomcat", "odoo", "x y", "")
+BAD_USERS = (
+    "admin",
+    "test",
+    "oracle",
+    "ubuntu",
+    "user",
+    "postgres",
+    "git",
+    "ftpuser",
+    "guest",
+    "pi",
+    "support",
+    "hadoop",
+    "nagios",
+    "steam",
+    "jenkins",
+    "www",
+    "tomcat",
+    "odoo",
+    "x y",
+    "",
+)
 GOOD_USERS = ("deploy", "alice", "bob", "backup")
 
 # (weight, form, fail2ban-failure?) — fail2ban 1.0.2 sshd filter, mode normal, publickey=nofail; found by
@@ -55,11 +75,66 @@ FORMS: tuple[tuple[float, str, bool], ...] = (
     (1.5, "postfix", False),
 )
 FAILURE_FORMS = {
-    "failed_password", "failed_password_invalid", "invalid_user", "pam_auth_failure",
-    "closed_authenticating", "failed_publickey", "failed_none", "max_auth", "not_allowed",
-    "root_refused", "too_many", "pam_more", "pam_error", "disconnected_invalid",
+    "failed_password",
+    "failed_password_invalid",
+    "invalid_user",
+    "pam_auth_failure",
+    "closed_authenticating",
+    "failed_publickey",
+    "failed_none",
+    "max_auth",
+    "not_allowed",
+    "root_refused",
+    "too_many",
+    "pam_more",
+    "pam_error",
+    "disconnected_invalid",
 }
 NOISE_FORMS = {"cron", "systemd", "sudo", "kernel", "postfix"}
+
+TEMPLATES: dict[str, str | tuple[str, ...]] = {
+    "failed_password": "Failed password for {good} from {ip} port {port} ssh2",
+    "failed_password_invalid": "Failed password for invalid user {bad} from {ip} port {port} ssh2",
+    "invalid_user": "Invalid user {bad} from {ip} port {port}",
+    "pam_auth_failure": "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+    "rhost={ip}{pamuser}",
+    "closed_authenticating": "Connection closed by authenticating user {good} {ip} port {port} [preauth]",
+    "failed_publickey": "Failed publickey for {good} from {ip} port {port} ssh2: RSA SHA256:{key}",
+    "failed_none": "Failed none for invalid user {bad1} from {ip} port {port} ssh2",
+    "max_auth": "error: maximum authentication attempts exceeded for {good} from {ip} port {port} ssh2 "
+    "[preauth]",
+    "not_allowed": "User {good} from {ip} not allowed because not listed in AllowUsers",
+    "root_refused": "ROOT LOGIN REFUSED FROM {ip} port {port}",
+    "too_many": "Disconnecting authenticating user {good} {ip} port {port}: Too many authentication "
+    "failures [preauth]",
+    "pam_more": "PAM 2 more authentication failures; logname= uid=0 euid=0 tty=ssh ruser= rhost={ip}  "
+    "user={good}",
+    "pam_error": "error: PAM: Authentication failure for {good} from {ip}",
+    "disconnected_invalid": "Disconnected from invalid user {bad1} {ip} port {port} [preauth]",
+    "accepted_publickey": "Accepted publickey for {ok} from {legit} port {port} ssh2: ED25519 SHA256:{key}",
+    "accepted_password": "Accepted password for {ok} from {legit} port {port} ssh2",
+    "received_disconnect": "Received disconnect from {ip} port {port}:11: Bye Bye [preauth]",
+    "closed_anonymous": "Connection closed by {ip} port {port} [preauth]",
+    "session_opened": "pam_unix(sshd:session): session opened for user {ok}(uid=1000) by (uid=0)",
+    "cron": "pam_unix(cron:session): session {cron}",
+    "systemd": (
+        "New session {session} of user deploy.",
+        "Session {session} logged out. Waiting for processes to exit.",
+        "Removed session {session}.",
+    ),
+    "sudo": "  deploy : TTY=pts/0 ; PWD=/home/deploy ; USER=root ; "
+    "COMMAND=/usr/bin/systemctl restart nginx{n}",
+    "kernel": "[{uptime}] [UFW BLOCK] IN=eth0 OUT= MAC=52:54:00:12:34:56 SRC={src} DST=203.0.113.10 LEN=44 "
+    "TTL=243 PROTO=TCP SPT={port} DPT=23",
+    "postfix": "connect from unknown[{src}]",
+}
+OTHER_TAGS = {
+    "cron": "CRON[{pid}]",
+    "systemd": "systemd-logind[412]",
+    "sudo": "sudo:",
+    "kernel": "kernel",
+    "postfix": "postfix/smtpd[{pid}]",
+}
 
 
 @dataclass
@@ -100,72 +175,46 @@ def generate(path: Path, lines: int, seed: int = 20251124) -> Truth:
         for i in range(lines):
             t += rnd.expovariate(1 / 0.3)
             lt = time.localtime(t)
-            stamp = f"{MONTHS[lt.tm_mon - 1]} {lt.tm_mday:2d} {lt.tm_hour:02d}:{lt.tm_min:02d}:{lt.tm_sec:02d}"
+            stamp = (
+                f"{MONTHS[lt.tm_mon - 1]} {lt.tm_mday:2d} {lt.tm_hour:02d}:{lt.tm_min:02d}:{lt.tm_sec:02d}"
+            )
             form = forms[i]
             ip = sources[i]
             shown = f"::ffff:{ip}" if ":" not in ip and rnd.random() < 0.1 else ip
-            pid = rnd.randint(1000, 99999)
+            # one process per connection, pids increasing (no reuse within the file): fail2ban joins the
+            # lines of one pid (its multi-line id), so random pids would make it merge unrelated lines
+            pid = 2000 + i
             port = rnd.randint(1024, 65535)
             tag = f"sshd-session[{pid}]" if rnd.random() < 0.1 else f"sshd[{pid}]"
             bad = rnd.choice(BAD_USERS)
             good = rnd.choice(("root", "root", "root", *GOOD_USERS))
-            if form == "failed_password":
-                msg = f"Failed password for {good} from {shown} port {port} ssh2"
-            elif form == "failed_password_invalid":
-                msg = f"Failed password for invalid user {bad} from {shown} port {port} ssh2"
-            elif form == "invalid_user":
-                msg = f"Invalid user {bad} from {shown} port {port}"
-            elif form == "pam_auth_failure":
-                user = f"  user={good}" if rnd.random() < 0.7 else ""
-                msg = f"pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={shown}{user}"
-            elif form == "closed_authenticating":
-                msg = f"Connection closed by authenticating user {good} {shown} port {port} [preauth]"
-            elif form == "failed_publickey":
-                msg = f"Failed publickey for {good} from {shown} port {port} ssh2: RSA SHA256:{rnd.getrandbits(128):032x}"
-            elif form == "failed_none":
-                msg = f"Failed none for invalid user {bad or 'nobody'} from {shown} port {port} ssh2"
-            elif form == "max_auth":
-                msg = f"error: maximum authentication attempts exceeded for {good} from {shown} port {port} ssh2 [preauth]"
-            elif form == "not_allowed":
-                msg = f"User {good} from {shown} not allowed because not listed in AllowUsers"
-            elif form == "root_refused":
-                msg = f"ROOT LOGIN REFUSED FROM {shown} port {port}"
-            elif form == "too_many":
-                msg = f"Disconnecting authenticating user {good} {shown} port {port}: Too many authentication failures [preauth]"
-            elif form == "pam_more":
-                msg = f"PAM 2 more authentication failures; logname= uid=0 euid=0 tty=ssh ruser= rhost={shown}  user={good}"
-            elif form == "pam_error":
-                msg = f"error: PAM: Authentication failure for {good} from {shown}"
-            elif form == "disconnected_invalid":
-                msg = f"Disconnected from invalid user {bad or 'nobody'} {shown} port {port} [preauth]"
-            elif form == "accepted_publickey":
-                ip = shown = rnd.choice(legit)
-                msg = f"Accepted publickey for {rnd.choice(GOOD_USERS)} from {ip} port {port} ssh2: ED25519 SHA256:{rnd.getrandbits(128):032x}"
-            elif form == "accepted_password":
-                ip = shown = rnd.choice(legit)
-                msg = f"Accepted password for {rnd.choice(GOOD_USERS)} from {ip} port {port} ssh2"
-            elif form == "received_disconnect":
-                msg = f"Received disconnect from {shown} port {port}:11: Bye Bye [preauth]"
-            elif form == "closed_anonymous":
-                msg = f"Connection closed by {shown} port {port} [preauth]"
-            elif form == "session_opened":
-                msg = f"pam_unix(sshd:session): session opened for user {rnd.choice(GOOD_USERS)}(uid=1000) by (uid=0)"
-            elif form == "cron":
-                tag = f"CRON[{pid}]"
-                msg = "pam_unix(cron:session): session " + rnd.choice(("opened for user root(uid=0) by (uid=0)", "closed for user root"))
+            fields = {
+                "good": good,
+                "bad": bad,
+                "bad1": bad or "nobody",
+                "ip": shown,
+                "port": port,
+                "key": f"{rnd.getrandbits(128):032x}",
+                "ok": rnd.choice(GOOD_USERS),
+                "legit": rnd.choice(legit),
+                "pamuser": f"  user={good}" if rnd.random() < 0.7 else "",
+                "cron": rnd.choice(("opened for user root(uid=0) by (uid=0)", "closed for user root")),
+                "session": session,
+                "uptime": f"{i * 0.37:.6f}",
+                "src": ip if ":" not in ip else "192.0.2.1",
+                "n": pid % 7,
+            }
+            if form in ("accepted_publickey", "accepted_password"):
+                ip = fields["legit"]
             elif form == "systemd":
                 session += 1
-                tag = "systemd-logind[412]"
-                msg = rnd.choice((f"New session {session} of user deploy.", f"Session {session} logged out. Waiting for processes to exit.", f"Removed session {session}."))
-            elif form == "sudo":
-                tag = "sudo:"
-                msg = f"  deploy : TTY=pts/0 ; PWD=/home/deploy ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx{pid % 7}"
-            elif form == "kernel":
-                tag = "kernel"
-                msg = f"[{i * 0.37:.6f}] [UFW BLOCK] IN=eth0 OUT= MAC=52:54:00:12:34:56 SRC={ip if ':' not in ip else '192.0.2.1'} DST=203.0.113.10 LEN=44 TTL=243 PROTO=TCP SPT={port} DPT=23"
-            else:
-                tag = f"postfix/smtpd[{pid}]"
-                msg = f"connect from unknown[{ip}]"
+                fields["session"] = session
+            if form in OTHER_TAGS:
+                tag = OTHER_TAGS[form].format(pid=pid)
+            template = TEMPLATES[form]
+            if isinstance(template, tuple):
+                template = rnd.choice(template)
+            msg = template.format(**fields)
             if tag.endswith(":"):
                 out.write(f"{stamp} web01 {tag}{msg}\n")
             else:

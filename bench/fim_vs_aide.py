@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _fimtree  # noqa: E402
+import _fimtree
 
 FIM_CLI = (
     "import sys, typer\n"
@@ -121,7 +120,10 @@ def main() -> int:
     t0 = time.perf_counter()
     tree = _fimtree.ensure_tree(base)
     nbytes = sum(tree.sizes.values())
-    print(f"tree {tree.root}: {len(tree.files):,} files, {nbytes:,} bytes (ready in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"tree {tree.root}: {len(tree.files):,} files, {nbytes:,} bytes "
+        f"(ready in {time.perf_counter() - t0:.1f} s)"
+    )
     print(f"machine: nproc {os.cpu_count()}, load average before {os.getloadavg()}")
     aide_dir = base / "aide"
     shutil.rmtree(aide_dir, ignore_errors=True)
@@ -133,18 +135,29 @@ def main() -> int:
     # Warm the page cache (unmeasured): read every file once.
     timed(fim("init", "--db", str(db), "--workers", str(args.workers), str(tree.root)))
 
-    limit = median_run(["sh", "-c", f"find '{tree.root}' -type f -print0 | xargs -0 -P2 -n 2000 openssl dgst "
-                        "-sha256 >/dev/null"], args.runs)
+    limit = median_run(
+        [
+            "sh",
+            "-c",
+            f"find '{tree.root}' -type f -print0 | xargs -0 -P2 -n 2000 openssl dgst -sha256 >/dev/null",
+        ],
+        args.runs,
+    )
     aide_init = median_run(["aide", "-c", str(conf), "--init", "-W", str(args.workers)], args.runs)
     (aide_dir / "aide.db.new").replace(aide_dir / "aide.db")
-    ours_init = median_run(fim("init", "--db", str(db), "--workers", str(args.workers), str(tree.root)),
-                           args.runs)
+    ours_init = median_run(
+        fim("init", "--db", str(db), "--workers", str(args.workers), str(tree.root)), args.runs
+    )
     ours_unchanged = median_run(fim("check", "--db", str(db), "--workers", str(args.workers)), args.runs)
 
     expected = _fimtree.apply_changes(base, tree)
-    aide_check = timed(["aide", "-c", str(conf), "--check", "-W", str(args.workers)], ok=(0, 1, 2, 3, 4, 5, 6, 7))
+    aide_check = timed(
+        ["aide", "-c", str(conf), "--check", "-W", str(args.workers)], ok=(0, 1, 2, 3, 4, 5, 6, 7)
+    )
     ours_check = timed(fim("check", "--db", str(db), "--json", "--workers", str(args.workers)), ok=(1,))
-    ours_full = timed(fim("check", "--db", str(db), "--full", "--json", "--workers", str(args.workers)), ok=(1,))
+    ours_full = timed(
+        fim("check", "--db", str(db), "--full", "--json", "--workers", str(args.workers)), ok=(1,)
+    )
 
     aide_found = aide_sets(aide_dir / "report.json")
     ours_found = ours_sets(ours_check.stdout)
@@ -171,27 +184,40 @@ def main() -> int:
     print("\nchanges found (added / removed / changed):")
     for name, found in (("aide", aide_found), ("hostward", ours_found), ("hostward --full", full_found)):
         print(f"  {name:16} {len(found['added']):6} {len(found['removed']):6} {len(found['changed']):6}")
-    print(f"  applied: {len(expected['added'])} files added, {len(expected['deleted'])} deleted, "
-          f"{len(expected['modified'])} modified (+ the parent directories whose mtime moved)")
+    print(
+        f"  applied: {len(expected['added'])} files added, {len(expected['deleted'])} deleted, "
+        f"{len(expected['modified'])} modified (+ the parent directories whose mtime moved)"
+    )
     if not same:
         for k in ("added", "removed", "changed"):
             only_aide = aide_found[k] - ours_found[k]
             only_ours = ours_found[k] - aide_found[k]
             if only_aide or only_ours:
-                print(f"  {k}: only aide {sorted(only_aide)[:5]} ({len(only_aide)}), "
-                      f"only hostward {sorted(only_ours)[:5]} ({len(only_ours)})")
+                print(
+                    f"  {k}: only aide {sorted(only_aide)[:5]} ({len(only_aide)}), "
+                    f"only hostward {sorted(only_ours)[:5]} ({len(only_ours)})"
+                )
 
     r_init = aide_init.seconds / ours_init.seconds
     r_limit = ours_init.seconds / limit.seconds
     r_check = aide_check.seconds / ours_check.seconds
     print("\nratios (targets from issue 4):")
-    print(f"  aide --init / hostward init     = {r_init:6.2f}x   (target >= 3x)     {'ok' if r_init >= 3 else 'MISSED'}")
-    print(f"  hostward init / openssl limit   = {r_limit:6.2f}x   (target <= 2.5x)   "
-          f"{'ok' if r_limit <= 2.5 else 'MISSED'}")
-    print(f"  aide --check / hostward check   = {r_check:6.2f}x   (target >= 20x)    "
-          f"{'ok' if r_check >= 20 else 'MISSED'}")
-    print(f"  same changes reported by both: {'yes' if same else 'NO'}; every applied change found: "
-          f"{'yes' if files_ok else 'NO'}")
+    print(
+        f"  aide --init / hostward init     = {r_init:6.2f}x   (target >= 3x)     "
+        f"{'ok' if r_init >= 3 else 'MISSED'}"
+    )
+    print(
+        f"  hostward init / openssl limit   = {r_limit:6.2f}x   (target <= 2.5x)   "
+        f"{'ok' if r_limit <= 2.5 else 'MISSED'}"
+    )
+    print(
+        f"  aide --check / hostward check   = {r_check:6.2f}x   (target >= 20x)    "
+        f"{'ok' if r_check >= 20 else 'MISSED'}"
+    )
+    print(
+        f"  same changes reported by both: {'yes' if same else 'NO'}; every applied change found: "
+        f"{'yes' if files_ok else 'NO'}"
+    )
     _fimtree.ensure_tree(base)  # leave the tree pristine for the next run
     return 0 if same and files_ok else 1
 

@@ -178,6 +178,7 @@ def test_login_enable_through_the_dialog_and_see_protected(manager: Manager, tmp
             expect(dialog.locator('[data-idle-count="premium"]')).to_have_text("1")
             expect(dialog.locator('[data-idle-count="enterprise"]')).to_have_text("2")
             expect(dialog.locator('input[value="basic"]')).to_be_disabled()
+            expect(dialog.locator(".dlg-none")).to_be_hidden()
             dialog.locator('input[name=edition][value="premium"]').check()
             page.screenshot(path=str(tmp_path / "enable-dialog.png"))
             dialog.locator("button[type=submit]").click()

@@ -7,150 +7,28 @@ with its own ``$HOSTWARD_HOME`` so that no test sees another's login.
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-pytestmark = pytest.mark.slow
-
-HOSTWARD = Path(sys.executable).with_name("hostward")
-SCRUBBED_ENV = (
-    "HOSTWARD_HOME",
-    "HOSTWARD_URL",
-    "HOSTWARD_TOKEN",
-    "HOSTWARD_PASSWORD",
-    "HOSTWARD_ADMIN_PASSWORD",
-    "HOSTWARD_DEBUG",
+from tests.conftest import free_port
+from tests.procs import (
+    PASSWORD_LINE,
+    Manager,
+    Procs,
+    as_json,
+    enroll_agent,
+    hostward,
+    login,
+    ok,
+    one_line_error,
+    running_manager,
+    wait_for,
 )
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-    env.update(HOSTWARD_HOME=str(home), COLUMNS="200", **extra)
-    return env
-
-
-def hostward(
-    args: Sequence[str | Path], home: Path, *, timeout: float = 60, **extra_env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run the real console script; output captured as text."""
-    assert HOSTWARD.exists(), f"console script missing at {HOSTWARD}: run `make install`"
-    return subprocess.run(
-        [str(HOSTWARD), *map(str, args)],
-        env=cli_env(home, **extra_env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    detail = f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert result.returncode == 0, detail
-    return result.stdout
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(ok(result))
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert the CLI failed with exactly one line on stderr and return it."""
-    assert result.returncode != 0, f"expected a failure, got exit 0: {result.stdout}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
-PASSWORD_LINE = re.compile(r"^admin password: (\S+)$", re.MULTILINE)
-
-
-@dataclass
-class Manager:
-    url: str
-    agent_port: int
-    data_dir: Path
-    home: Path
-    password: str
-    first_init: str
-    second_init: str
-    log: Path
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"manager exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"manager not healthy after {timeout} s:\n{log.read_text()[-4000:]}")
-
-
-@contextmanager
-def running_manager(root: Path) -> Iterator[Manager]:
-    """``manager init`` (twice) then ``manager serve --plain-http`` on free loopback ports."""
-    data_dir, home, log = root / "data", root / "home", root / "manager.log"
-    first = ok(hostward(["manager", "init", "--data-dir", data_dir], home, timeout=120))
-    second = ok(hostward(["manager", "init", "--data-dir", data_dir], home, timeout=120))
-    match = PASSWORD_LINE.search(first)
-    assert match, f"no admin password printed by the first init: {first!r}"
-    port, agent_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                str(HOSTWARD), "manager", "serve", "--data-dir", str(data_dir),
-                "--listen", f"127.0.0.1:{port}", "--agent-listen", f"127.0.0.1:{agent_port}", "--plain-http",
-            ],
-            env=cli_env(home),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            _wait_healthy(url, proc, log)
-            yield Manager(url, agent_port, data_dir, home, match.group(1), first, second, log)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                pytest.fail("manager did not stop within 30 s of SIGTERM")
-
-
-def login(manager: Manager, home: Path) -> None:
-    ok(
-        hostward(
-            ["login", "--url", manager.url, "--username", "admin"], home, HOSTWARD_PASSWORD=manager.password
-        )
-    )
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -350,92 +228,54 @@ def test_unreachable_manager_is_one_line(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-# --- two real agents, one quota (SPEC §3 through the CLI) ----------------------------------------
+# --- two real agents, one quota (SPEC §3 through the CLI), on SQLite and on PostgreSQL -----------
 
 
-def _wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
-def test_two_agents_one_quota(tmp_path: Path) -> None:
-    with running_manager(tmp_path / "m") as m:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_two_agents_one_quota(tmp_path: Path, database: str, request: pytest.FixtureRequest) -> None:
+    database_url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    # Procs is entered last so that it stops the agents before running_manager stops the manager.
+    with running_manager(tmp_path / "m", database_url=database_url) as m, Procs() as procs:
         login(m, m.home)
         ok(hostward(["quotas", "add", "--edition", "premium", "--count", "1"], m.home))
         token = as_json(hostward(["token", "create", "--json"], m.home))
-        agents: list[subprocess.Popen[bytes]] = []
-        try:
-            for name in ("cli-a", "cli-b"):
-                state = tmp_path / name
-                ok(
-                    hostward(
-                        [
-                            "agent", "enroll", "--manager", token["agent_url"], "--token", token["token"],
-                            "--ca-fingerprint", token["ca_fingerprint"], "--state-dir", state, "--name", name,
-                        ],
-                        m.home,
-                    )
-                )  # fmt: skip
-                log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-                agents.append(
-                    subprocess.Popen(
-                        [str(HOSTWARD), "agent", "run", "--state-dir", str(state)],
-                        env=cli_env(m.home),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                    )
-                )
-                log.close()
+        for name in ("cli-a", "cli-b"):
+            enroll_agent(token, tmp_path, name, m.home, procs=procs).start()
 
-            def servers() -> dict[str, dict[str, Any]]:
-                listed = as_json(hostward(["servers", "list", "--json"], m.home))
-                return {s.get("agent_name") or s["name"]: s for s in listed}
+        def servers() -> dict[str, dict[str, Any]]:
+            listed = as_json(hostward(["servers", "list", "--json"], m.home))
+            return {s.get("agent_name") or s["name"]: s for s in listed}
 
-            def both_online() -> dict[str, dict[str, Any]] | None:
-                listed = servers()
-                states = [listed.get(name, {}).get("agent_status") for name in ("cli-a", "cli-b")]
-                return listed if states == ["online", "online"] else None
+        def both_online() -> dict[str, dict[str, Any]] | None:
+            listed = servers()
+            states = [listed.get(name, {}).get("agent_status") for name in ("cli-a", "cli-b")]
+            return listed if states == ["online", "online"] else None
 
-            online = _wait_for("both agents online", both_online, 30)
-            first, second = online["cli-a"]["id"], online["cli-b"]["id"]
+        online = wait_for("both agents online", both_online, 30)
+        first, second = online["cli-a"]["id"], online["cli-b"]["id"]
 
-            ok(hostward(["protection", "enable", first, "--edition", "premium"], m.home))
-            after = servers()["cli-a"]
-            assert after["protection_status"] == "opened"
-            assert after["edition"] == "premium"
-            assert after["quota_id"]
+        ok(hostward(["protection", "enable", first, "--edition", "premium"], m.home))
+        after = servers()["cli-a"]
+        assert after["protection_status"] == "opened"
+        assert after["edition"] == "premium"
+        assert after["quota_id"]
 
-            scans = as_json(hostward(["scans", "list", "--server", first, "--json"], m.home))
-            assert [(s["kind"], s["trigger"]) for s in scans] == [("full", "enable")]
-            _wait_for(
-                "the comprehensive-detection scan to finish",
-                lambda: (
-                    as_json(hostward(["scans", "list", "--server", first, "--json"], m.home))[0]["status"]
-                    == "succeeded"
-                ),
-                120,
-            )
+        scans = as_json(hostward(["scans", "list", "--server", first, "--json"], m.home))
+        assert [(s["kind"], s["trigger"]) for s in scans] == [("full", "enable")]
+        wait_for(
+            "the comprehensive-detection scan to finish",
+            lambda: (
+                as_json(hostward(["scans", "list", "--server", first, "--json"], m.home))[0]["status"]
+                == "succeeded"
+            ),
+            120,
+        )
 
-            refused = hostward(["protection", "enable", second, "--edition", "premium"], m.home)
-            assert one_line_error(refused)
-            assert servers()["cli-b"]["protection_status"] == "closed"
+        refused = hostward(["protection", "enable", second, "--edition", "premium"], m.home)
+        assert one_line_error(refused)
+        assert servers()["cli-b"]["protection_status"] == "closed"
 
-            ok(hostward(["protection", "disable", first], m.home))
-            (quota,) = as_json(hostward(["quotas", "list", "--json"], m.home))
-            assert (quota["usage"], quota["server_id"]) == ("idle", None)
-            assert servers()["cli-a"]["protection_status"] == "closed"
-        finally:
-            for proc in agents:
-                proc.send_signal(signal.SIGTERM)
-            for proc in agents:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        ok(hostward(["protection", "disable", first], m.home))
+        (quota,) = as_json(hostward(["quotas", "list", "--json"], m.home))
+        assert (quota["usage"], quota["server_id"]) == ("idle", None)
+        assert servers()["cli-a"]["protection_status"] == "closed"

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -69,7 +70,7 @@ def login(client: TestClient, user: str = "admin") -> str:
     return hashlib.sha256(("csrf:" + token).encode()).hexdigest()
 
 
-def post(client: TestClient, csrf: str, url: str, **data: object) -> object:
+def post(client: TestClient, csrf: str, url: str, **data: object) -> httpx.Response:
     return client.post(url, data={"csrf": csrf, **data}, follow_redirects=True)
 
 
@@ -249,7 +250,7 @@ def test_every_page_renders_with_data(client: TestClient, app_ctx: ManagerContex
         f"/console/alarms/{ids['alarm']}": ["Evidence", "toor", "&#34;pid&#34;: 1"],
         "/console/whitelists/alarm": ["Add rule", "No whitelist rules"],
         "/console/policies": ["tenant_linux_premium_default_policy_group"],
-        f"/console/policies/{group}": ["Asset discovery", "Ports interval (seconds)", "Copy group"],
+        f"/console/policies/{group}": ["Asset discovery", "Open ports refresh (seconds)", "Copy group"],
         "/console/history": ["create_user".replace("_", " "), "add quotas"],
     }
     for url, expected in pages.items():
@@ -321,8 +322,8 @@ def test_enable_disable_and_switch_edition(client: TestClient, app_ctx: ManagerC
         edition="premium",
         next="/console/servers",
     )
-    assert r.status_code == 200  # type: ignore[attr-defined]
-    html = r.text  # type: ignore[attr-defined]
+    assert r.status_code == 200
+    html = r.text
     assert flash(html).startswith("ok: Protection enabled (premium): web-1")
     web_row = row(html, f'data-server-id="{ids["web"]}"')
     assert 'data-status="opened"' in web_row and "Protected" in web_row and "Premium" in web_row
@@ -337,7 +338,7 @@ def test_enable_disable_and_switch_edition(client: TestClient, app_ctx: ManagerC
         server_ids=[ids["db"], ids["gone"]],
         edition="premium",
         next="/console/servers",
-    ).text  # type: ignore[attr-defined]
+    ).text
     message = flash(html)
     assert message.startswith("error:")
     assert "db-1: no idle premium quota in region default" in message
@@ -350,10 +351,10 @@ def test_enable_disable_and_switch_edition(client: TestClient, app_ctx: ManagerC
         server_ids=ids["web"],
         edition="enterprise",
         next="/console/servers",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html).startswith("ok: Edition switched to enterprise")
     assert "Enterprise" in row(html, f'data-server-id="{ids["web"]}"')
-    html = post(client, csrf, "/console/servers/disable", server_ids=ids["web"], next="/console/servers").text  # type: ignore[attr-defined]
+    html = post(client, csrf, "/console/servers/disable", server_ids=ids["web"], next="/console/servers").text
     assert 'data-status="closed"' in row(html, f'data-server-id="{ids["web"]}"')
     with app_ctx.uow() as s:
         assert s.scalar(select(Quota).where(Quota.server_id.is_not(None))) is None
@@ -375,9 +376,9 @@ def test_quotas_add_unbind_delete_and_auto_bind(client: TestClient, app_ctx: Man
         expires="2999-12-31",
         region="default",
         next="/console/quotas",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "ok: Added 3 basic quotas in region default, valid through 2999-12-31."
-    html = post(client, csrf, "/console/quotas", edition="gold", count="1", next="/console/quotas").text  # type: ignore[attr-defined]
+    html = post(client, csrf, "/console/quotas", edition="gold", count="1", next="/console/quotas").text
     assert flash(html).startswith("error: edition must be one of")
     html = client.get("/console/quotas?edition=basic").text
     assert html.count('data-quota-id="') == 3 and "2999-12-31" in html
@@ -386,15 +387,15 @@ def test_quotas_add_unbind_delete_and_auto_bind(client: TestClient, app_ctx: Man
     )
     with app_ctx.uow() as s:
         qid = s.scalar(select(Quota.id).where(Quota.server_id == ids["web"]))
-    html = post(client, csrf, f"/console/quotas/{qid}/unbind", next="/console/quotas").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"/console/quotas/{qid}/unbind", next="/console/quotas").text
     assert flash(html).startswith("ok: Quota unbound")
     with app_ctx.uow() as s:
         assert s.get(Server, ids["web"]).protection_status == "closed"  # type: ignore[union-attr]
-    html = post(client, csrf, f"/console/quotas/{qid}/delete", next="/console/quotas").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"/console/quotas/{qid}/delete", next="/console/quotas").text
     assert flash(html) == "ok: Quota deleted."
     html = post(
         client, csrf, "/console/quotas/auto-bind", enabled="1", edition="premium", next="/console/quotas"
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html).startswith("ok: Auto-bind is on")
     with app_ctx.uow() as s:
         assert global_settings.get(s, "auto_bind") == {"enabled": True, "edition": "premium"}
@@ -412,7 +413,7 @@ def test_alarm_handling_undo_and_whitelist(client: TestClient, app_ctx: ManagerC
         action="ignore",
         remark="known admin",
         next="/console/alarms",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "ok: 1 alarm ignored."
     alarm_row = row(html, f'data-alarm-id="{ids["alarm"]}"')
     assert "Handled" in alarm_row and "Stop ignoring" in alarm_row
@@ -423,7 +424,7 @@ def test_alarm_handling_undo_and_whitelist(client: TestClient, app_ctx: ManagerC
         alarm_ids=ids["alarm"],
         action="unhandle",
         next="/console/alarms",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html).startswith("error:") and "unhandle undoes mark_as_handled" in flash(html)
     post(
         client,
@@ -443,7 +444,7 @@ def test_alarm_handling_undo_and_whitelist(client: TestClient, app_ctx: ManagerC
         wl_judge="equal",
         wl_scope="all",
         next=f"/console/alarms/{ids['alarm']}",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "ok: 1 alarm whitelisted."
     assert "Whitelisted" in html and "Remove from alarm whitelist" in html
     with app_ctx.uow() as s:
@@ -468,14 +469,14 @@ def test_whitelist_rules_add_apply_delete(client: TestClient, app_ctx: ManagerCo
         value="to*",
         servers="db-1",
         next="/console/whitelists/alarm",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html).startswith("ok: Whitelist rule added (username glob to*)")
     assert "db-1" in html
     with app_ctx.uow() as s:
         rule_id = s.scalar(select(AlarmWhitelistRule.id))
     html = post(
         client, csrf, f"/console/whitelists/alarm/{rule_id}/apply", next="/console/whitelists/alarm"
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "ok: Rule applied: 1 open alarm handled."
     with app_ctx.uow() as s:
         assert s.get(Alarm, ids["alarm"]).handle_action == "whitelisted"  # type: ignore[union-attr]
@@ -487,11 +488,11 @@ def test_whitelist_rules_add_apply_delete(client: TestClient, app_ctx: ManagerCo
         value="x",
         servers="no-such-host",
         next="/console/whitelists/alarm",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "error: no server with id or name 'no-such-host'"
     html = post(
         client, csrf, f"/console/whitelists/alarm/{rule_id}/delete", next="/console/whitelists/alarm"
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html).startswith("ok: Rule deleted") and "No whitelist rules" in html
 
 
@@ -512,7 +513,7 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
         name="web servers",
         description="for web",
         next=f"/console/policies/{premium}",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "ok: Policy group web servers created."
     with app_ctx.uow() as s:
         custom = s.scalar(select(PolicyGroup).where(PolicyGroup.name == "web servers"))
@@ -528,7 +529,7 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
         "s_software_interval_s": "86400",
         "next": f"/console/policies/{custom_id}",
     }
-    html = post(client, csrf, url, **form).text  # type: ignore[attr-defined]
+    html = post(client, csrf, url, **form).text
     assert flash(html).startswith("ok: Policy Asset discovery saved")
     with app_ctx.uow() as s:
         group = s.get(PolicyGroup, custom_id)
@@ -536,10 +537,10 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
         settings = group.policies[0].settings
         # The unchecked checkbox turned account alarms off.
         assert (settings["ports_interval_s"], settings["account_alarms"]) == (60, False)
-    html = post(client, csrf, url, **{**form, "s_ports_interval_s": "5"}).text  # type: ignore[attr-defined]
+    html = post(client, csrf, url, **{**form, "s_ports_interval_s": "5"}).text
     assert flash(html).startswith("error: policy asset_discovery: ports_interval_s")
-    html = post(client, csrf, url, **{**form, "s_ports_interval_s": "soon"}).text  # type: ignore[attr-defined]
-    assert flash(html) == "error: Ports interval (seconds): 'soon' is not a whole number"
+    html = post(client, csrf, url, **{**form, "s_ports_interval_s": "soon"}).text
+    assert flash(html) == "error: Open ports refresh (seconds): 'soon' is not a whole number"
     # Deploy to a premium server, then the group cannot be deleted.
     post(client, csrf, "/console/servers/enable", server_ids=ids["web"], edition="premium", next="/console/")
     page = client.get(f"/console/policies/{custom_id}").text
@@ -550,12 +551,12 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
         f"/console/policies/{custom_id}/apply",
         server_ids=ids["web"],
         next=f"/console/policies/{custom_id}",
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "ok: Policy group deployed to 1 server(s): web-1."
-    html = post(client, csrf, f"/console/policies/{custom_id}/delete", next="/console/policies").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"/console/policies/{custom_id}/delete", next="/console/policies").text
     assert flash(html) == "error: policy group web servers is deployed to servers and cannot be deleted"
     post(client, csrf, f"/console/policies/{premium}/apply", server_ids=ids["web"], next="/console/")
-    html = post(client, csrf, f"/console/policies/{custom_id}/delete").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"/console/policies/{custom_id}/delete").text
     assert flash(html) == "ok: Policy group web servers deleted."
 
 
@@ -584,10 +585,10 @@ def test_agents_page_creates_and_revokes_tokens(client: TestClient, app_ctx: Man
     with app_ctx.uow() as s:
         (token,) = agentlink.list_enrollment_tokens(s)
         assert token.max_uses == 3 and token.expires_at - token.created_at == timedelta(hours=2)
-    html = post(client, csrf, f"/console/agents/tokens/{token.id}/revoke", next="/console/agents").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"/console/agents/tokens/{token.id}/revoke", next="/console/agents").text
     assert flash(html).startswith("ok: Enrollment token revoked")
     assert "Revoked" in html
-    html = post(client, csrf, "/console/agents/tokens", hours="0", next="/console/agents").text  # type: ignore[attr-defined]
+    html = post(client, csrf, "/console/agents/tokens", hours="0", next="/console/agents").text
     assert flash(html) == "error: hours must be between 1 and 8760"
 
 
@@ -611,7 +612,7 @@ def test_server_detail_edit_scan_and_credentials(client: TestClient, app_ctx: Ma
         labels="prod, <b>eu</b>\nweb",
         server_group_id="",
         next=detail,
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html) == "ok: Server details saved."
     with app_ctx.uow() as s:
         server = s.get(Server, ids["web"])
@@ -619,12 +620,12 @@ def test_server_detail_edit_scan_and_credentials(client: TestClient, app_ctx: Ma
         assert (server.asset_importance, server.labels) == ("important", ["<b>eu</b>", "prod", "web"])
     assert "&lt;b&gt;eu&lt;/b&gt;" in client.get("/console/servers").text
     # Scans need protection on.
-    html = post(client, csrf, f"{detail}/scan", kind="full").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"{detail}/scan", kind="full").text
     assert flash(html) == "error: server web-1 is not protected (closed); enable protection first"
     assert 'id="enable-dialog"' in client.get(detail).text
     html = post(
         client, csrf, "/console/servers/enable", server_ids=ids["web"], edition="premium", next=detail
-    ).text  # type: ignore[attr-defined]
+    ).text
     assert flash(html).startswith("ok: Protection enabled") and "Disable protection" in html
     assert "Switch to Enterprise" in html and 'id="enable-dialog"' not in html
     with app_ctx.uow() as s:
@@ -632,12 +633,12 @@ def test_server_detail_edit_scan_and_credentials(client: TestClient, app_ctx: Ma
         scan_id = scan.id
     page = client.get(f"{detail}?tab=scans")
     assert 'data-refresh="3"' in page.text and 'class="progress' in page.text and "On enable" in page.text
-    html = post(client, csrf, f"{detail}/scans/{scan_id}/cancel").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"{detail}/scans/{scan_id}/cancel").text
     assert flash(html) == "ok: Scan cancelled."
-    html = post(client, csrf, f"{detail}/scan", kind="asset").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"{detail}/scan", kind="asset").text
     assert flash(html).startswith("ok: Scan queued")
     assert "Asset collection" in html
-    html = post(client, csrf, f"{detail}/credentials/{cred_id}/revoke").text  # type: ignore[attr-defined]
+    html = post(client, csrf, f"{detail}/credentials/{cred_id}/revoke").text
     assert flash(html).startswith("ok: Credential hwa_")
     assert 'data-status="revoked"' in html
 
@@ -676,7 +677,7 @@ def test_settings_form_round_trip() -> None:
         enabled: bool = True
         extra: dict[str, int] = Field(default_factory=dict)
 
-    fields = fields_for(Sample.model_json_schema(), {"ports": [22]})
+    fields = fields_for(Sample.model_json_schema(), Sample().model_dump())
     widgets = {f.name: (f.widget, f.title) for f in fields}
     assert widgets == {
         "paths": ("lines", "Paths"),
@@ -687,6 +688,7 @@ def test_settings_form_round_trip() -> None:
         "extra": ("json", "Extra"),
     }
     assert next(f for f in fields if f.name == "paths").text == "/etc"
+    assert next(f for f in fields if f.name == "extra").text == "{}"
     posted = {
         "s_paths": " /srv\n\n/var/www ",
         "s_ports": "22\n2222",

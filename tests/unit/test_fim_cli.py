@@ -100,3 +100,13 @@ def test_rate_parsing() -> None:
 
 def test_subapp_is_a_typer_app() -> None:
     assert isinstance(fim_app, typer.Typer)
+
+
+def test_defaults_record_the_important_files(tmp_path: Path) -> None:
+    db = tmp_path / "fim.db"
+    code, out = run("init", "--db", str(db), "--defaults")
+    assert code == 0 and "baseline written" in out
+    code, out = run("check", "--db", str(db), "--json")
+    paths = {c["path"] for k in ("added", "removed", "changed", "moved") for c in json.loads(out)[k]}
+    assert "/etc/passwd" not in paths  # recorded, and unchanged a moment later
+    assert run("init", "--db", str(db))[0] == 2  # neither PATH nor --defaults

@@ -21,6 +21,7 @@ from hostward.agent.fim.scan import (
     Throttle,
     pack_xattrs,
     racy_paths,
+    stat_key,
     unpack_xattrs,
 )
 from tests.conftest import need
@@ -226,14 +227,16 @@ def test_quick_check_reuses_unchanged_rows_and_full_rehashes(tmp_path: Path) -> 
     scanner = Scanner(racy_ns=0)
     root = [WatchRoot(_b(tmp_path))]
     base = scanner.scan(root)
-    quick = scanner.scan(root, previous=base.rows)
-    assert quick.stats.files_hashed == 0 and quick.stats.reused == 50
-    assert quick.rows == base.rows
+    keys = {p: stat_key(r) for p, r in base.rows.items()}
+    quick = scanner.scan(root, keys=keys)
+    assert quick.stats.files_hashed == 0 and quick.stats.reused == 51  # 50 files + the directory
+    assert quick.rows == {} and quick.unchanged == set(base.rows)
     full = scanner.scan(root)
-    assert full.stats.files_hashed == 50
+    assert full.stats.files_hashed == 50 and full.rows == base.rows
     (tmp_path / "f3").write_bytes(os.urandom(100))  # same size; ctime moves
-    again = scanner.scan(root, previous=base.rows)
+    again = scanner.scan(root, keys=keys)
     assert again.stats.files_hashed == 1
+    assert set(again.rows) == {_b(tmp_path / "f3")}
     assert again.rows[_b(tmp_path / "f3")] != base.rows[_b(tmp_path / "f3")]
 
 
@@ -242,7 +245,8 @@ def test_racy_entries_are_rehashed(tmp_path: Path) -> None:
     scanner = Scanner()  # default window: everything just written is racy
     base = scanner.scan([WatchRoot(_b(tmp_path))])
     assert _b(tmp_path / "f") in base.racy
-    quick = scanner.scan([WatchRoot(_b(tmp_path))], previous=base.rows, racy=base.racy)
+    keys = {p: stat_key(r) for p, r in base.rows.items()}
+    quick = scanner.scan([WatchRoot(_b(tmp_path))], keys=keys, racy=base.racy)
     assert quick.stats.files_hashed == 1
     assert racy_paths(base.rows.values(), 0) == set(base.rows)
     assert racy_paths(base.rows.values(), 0, window_ns=0) == set()

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from hostward.agent.errors import AgentError
-from hostward.agent.fim.config import FimConfigError, WatchRoot
+from hostward.agent.fim.config import FimConfigError, WatchRoot, default_roots
 from hostward.agent.fim.diff import Change, attr_value, change_dict, display_path
 from hostward.agent.fim.engine import CheckResult, FimEngine
 from hostward.agent.fim.scan import Scanner, ScanStats
@@ -62,15 +62,24 @@ def _stats_line(stats: ScanStats) -> str:
 
 @fim_app.command("init")
 def fim_init(
-    paths: list[Path] = typer.Argument(..., help="Files or directories to record (recursively)."),
+    paths: list[Path] = typer.Argument(None, help="Files or directories to record (recursively)."),
     db: Path = typer.Option(..., "--db", help="Baseline file to write (replaced when it exists)."),
     ignore: list[str] = typer.Option([], "--ignore", help="Glob of paths or names to skip (repeatable)."),
     workers: int = typer.Option(2, "--workers", help="Hashing threads."),
     rate: str | None = typer.Option(None, "--rate", help="Read at most this many bytes/s (e.g. 50M)."),
+    defaults: bool = typer.Option(
+        False,
+        "--defaults",
+        help="Also record the default important files (key binaries, accounts, sudo, cron).",
+    ),
 ) -> None:
     """Record a baseline of PATH... in FILE."""
+    paths = paths or []
+    if not paths and not defaults:
+        raise CliError("give at least one PATH (or --defaults)", exit_code=EXIT_ERROR)
     try:
-        roots = [WatchRoot(os.fsencode(os.path.abspath(p)), True, False, tuple(ignore)) for p in paths]
+        roots = default_roots() if defaults else []
+        roots += [WatchRoot(os.fsencode(os.path.abspath(p)), True, False, tuple(ignore)) for p in paths]
         engine, stats = FimEngine.init(db, roots, scanner=_scanner(workers, rate), packages=None)
         engine.close()
     except (AgentError, OSError) as exc:

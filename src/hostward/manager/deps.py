@@ -23,16 +23,18 @@ def get_ctx(request: Request) -> ManagerContext:
 Ctx = Annotated[ManagerContext, Depends(get_ctx)]
 
 
-def bearer_or_cookie(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
+    """The API takes bearer tokens only: the console's session cookie is not accepted here, so a
+    cross-site request cannot ride on a browser session (the console checks its own CSRF tokens)."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(SESSION_COOKIE)
+    return None
 
 
 def current_principal(request: Request, ctx: Ctx) -> Principal:
-    raw = bearer_or_cookie(request)
+    raw = bearer_token(request)
     if not raw:
         raise Unauthorized("authentication required (Authorization: Bearer <token>)")
     with ctx.uow() as session:

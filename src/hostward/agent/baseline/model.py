@@ -216,7 +216,11 @@ def aggregate(condition: Condition, rules: Sequence[Rule], host: HostView) -> tu
     if invalid:
         return None, invalid[0]
     if condition == "all":
-        return True, "; ".join(satisfied[:3]) or "all rules satisfied"
+        return True, _join(satisfied) or "all rules satisfied"
     if condition == "any":
-        return False, "; ".join(unsatisfied[:3]) or "no rule satisfied"
-    return True, "; ".join(unsatisfied[:3]) or "no rule matched"
+        return False, _join(unsatisfied) or "no rule satisfied"
+    return True, _join(unsatisfied) or "no rule matched"
+
+
+def _join(reasons: list[str]) -> str:
+    return "; ".join(list(dict.fromkeys(reasons))[:3])

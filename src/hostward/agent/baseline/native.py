@@ -139,7 +139,8 @@ def parse_rule(raw: Any, path: PathT) -> Rule:
     """One rule mapping; raises NativeSyntaxError naming the offending key."""
     if not isinstance(raw, dict):
         raise NativeSyntaxError("a rule must be a mapping with one of: " + ", ".join(_RULE_KEYS), path)
-    kinds = [k for k in raw if k in _RULE_KEYS]
+    # ``file`` is also a parameter of setting rules, so it names the rule type only on its own.
+    kinds = [k for k in raw if k in _RULE_KEYS and k != "file"] or [k for k in raw if k == "file"]
     if len(kinds) != 1:
         raise NativeSyntaxError("a rule needs exactly one of: " + ", ".join(_RULE_KEYS), path)
     kind = kinds[0]

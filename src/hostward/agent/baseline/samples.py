@@ -39,6 +39,8 @@ def build_sample_tree(root: Path, sample: dict[str, Any]) -> None:
     for name, spec in files.items():
         target = view.path(str(name))
         target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(spec, dict) and "content" not in spec and target.is_dir():
+            continue  # attributes of a directory listed under dirs
         content = spec.get("content", "") if isinstance(spec, dict) else spec
         target.write_text("" if content is None else str(content))
     for name, spec in files.items():

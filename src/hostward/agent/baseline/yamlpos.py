@@ -48,8 +48,13 @@ def load(text: str) -> tuple[Any, Marks]:
             return None, marks
         return _build(loader, node, (), marks), marks
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
+        # The context mark is where the broken construct starts (an unterminated quote), the problem
+        # mark where the parser gave up (often the end of the file): name both, point at the start.
+        mark = exc.context_mark or exc.problem_mark
+        problem = exc.problem or "invalid YAML"
+        if exc.context and exc.problem_mark is not None:
+            pm = exc.problem_mark
+            problem = f"{exc.context}: {problem} at line {pm.line + 1}, column {pm.column + 1}"
         raise YamlPosError(
             f"YAML syntax error: {problem}",
             mark.line + 1 if mark else None,
@@ -64,18 +69,26 @@ def load(text: str) -> tuple[Any, Marks]:
 def _build(loader: yaml.SafeLoader, node: Node, path: Path_, marks: Marks) -> Any:
     marks.set(path, node)
     if isinstance(node, MappingNode):
-        loader.flatten_mapping(node)
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        # Duplicates are errors among the keys written in this mapping; keys merged in with ``<<:``
+        # are defaults that a written key overrides (flatten_mapping puts them first).
+        written: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = loader.construct_object(key_node, deep=True)
             if isinstance(key, list | dict):
                 raise YamlPosError(
                     "a mapping key must be a scalar", key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 )
-            if key in out:
+            if key in written:
                 raise YamlPosError(
                     f"duplicate key {key!r}", key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 )
+            written.add(key)
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
             out[key] = _build(loader, value_node, (*path, str(key)), marks)
         return out
     if isinstance(node, SequenceNode):

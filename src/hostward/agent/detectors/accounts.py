@@ -157,7 +157,8 @@ class AccountsDetector:
 
     def configure(self, bundle: PolicyBundle | None) -> None:
         policy = bundle.policies.get(POLICY_KEY) if bundle is not None else None
-        self.alarming = bool(bundle is not None and bundle.protection and (policy is None or policy.enabled))
+        wanted = policy is None or (policy.enabled and policy.settings.get("account_alarms", True) is not False)
+        self.alarming = bool(bundle is not None and bundle.protection and wanted)
         self.interval_s = accounts_interval(bundle)
 
     def feed(self, observation: Observation, now: datetime) -> list[DetectorEvent]:

@@ -215,7 +215,6 @@ class LogParser:
         self._max_line = max_line
         self._time = LogClock(tz, clock)
         self._addr_cache: dict[str, str] = {}
-        self._port_cache: dict[str, int] = {}
         self._events = self._skipped = self._unmatched = self._unparsed = 0
         self._oversize = self._invalid_address = 0
         if service == AUTO:
@@ -248,10 +247,10 @@ class LogParser:
         first_class = self._c.first_class_group
         unmatched_group = self._c.unmatched_group
         addr_get = self._addr_cache.get
-        port_get = self._port_cache.get
         sec_get = self._time.sec_cache.get
         max_line = self._max_line
         events = 0
+        last_bsd = last_ts = None  # consecutive syslog lines mostly share their second
         for line in lines:
             m = match(line) if len(line) <= max_line else None
             if m is None:
@@ -283,18 +282,15 @@ class LogParser:
                     self._invalid_address += 1
             else:
                 address = None
-            if bsd is not None:
+            if bsd == last_bsd:
+                ts = last_ts
+            elif bsd is not None:
                 ts = sec_get(bsd)
                 if ts is None:
                     ts = self._time.bsd(bsd)
+                last_bsd, last_ts = bsd, ts
             else:
                 ts = self._time.iso(iso)
-            if port is not None:
-                number = port_get(port)
-                if number is None:
-                    number = self._port(port)
-            else:
-                number = None
             if not user and alt_user:
                 user = alt_user
             events += 1
@@ -309,7 +305,7 @@ class LogParser:
                         method or method_default,
                         ts,
                         pattern_id,
-                        number,
+                        int(port) if port else None,
                         counting,
                     ),
                 )
@@ -409,7 +405,7 @@ class LogParser:
             method or method_default,
             ts,
             pattern_id,
-            self._port(port) if port else None,
+            int(port) if port else None,
             counting,
         )
 
@@ -418,12 +414,6 @@ class LogParser:
             self._addr_cache.clear()
         value = normalise_address(raw) or ""
         self._addr_cache[raw] = value
-        return value
-
-    def _port(self, text: str) -> int:
-        if len(self._port_cache) >= CACHE_LIMIT:
-            self._port_cache.clear()
-        value = self._port_cache[text] = int(text)
         return value
 
     def _other_line(self, line: str) -> LoginEvent | None:

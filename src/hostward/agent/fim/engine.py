@@ -27,7 +27,7 @@ from typing import Any, Literal
 from hostward.agent.fim.config import RootSet, WatchRoot
 from hostward.agent.fim.diff import Change, PackageInfo, ProcessInfo, diff
 from hostward.agent.fim.pkgdb import PackageIndex, file_digest, system_index
-from hostward.agent.fim.scan import P_PATH, Row, Scanner, ScanStats, racy_paths
+from hostward.agent.fim.scan import P_PATH, Row, Scanner, ScanStats, racy_paths, stat_key
 from hostward.agent.fim.store import BaselineStore
 
 DEFER_LIMIT_S = 600.0
@@ -146,22 +146,27 @@ class FimEngine:
         """
         with self._lock:
             rootset = self.rootset
-            previous = self.store.load()
             racy = self.store.racy()
-            result = self.scanner.scan(
-                rootset.roots,
-                all_roots=rootset,
-                previous=None if full else previous,
-                racy=racy,
-                cancel=cancel,
-            )
+            if full:
+                previous = self.store.load()
+                result = self.scanner.scan(rootset.roots, all_roots=rootset, cancel=cancel)
+                deletes = [p for p in previous if p not in result.rows]
+            else:
+                # Quick: compare stat keys; full rows are read only for the paths that moved.
+                keys = self.store.load_keys()
+                result = self.scanner.scan(
+                    rootset.roots, all_roots=rootset, keys=keys, racy=racy, cancel=cancel
+                )
+                seen = result.unchanged
+                rows = result.rows
+                deletes = [p for p in keys if p not in seen and p not in rows]
+                previous = self.store.get_many([p for p in rows if p in keys] + deletes)
             current = result.rows
             fresh = [r for r in rootset if r.path not in self._baselined]
             changes = self._classify(diff(previous, current), fresh, {})
             changes, deferred = self._defer(changes, allow=True)
             if update:
                 upserts = [row for p, row in current.items() if previous.get(p) != row]
-                deletes = [p for p in previous if p not in current]
                 self._write(
                     upserts,
                     deletes,
@@ -220,9 +225,7 @@ class FimEngine:
                         is_dir = stat.S_ISDIR(row[1])
                         if is_dir and rescan_dirs and (owner.recursive or path == owner.path):
                             sub = WatchRoot(path, owner.recursive, owner.important, owner.ignore)
-                            current.update(
-                                scanner.scan([sub], all_roots=rootset, previous=prev_sub, racy=racy).rows
-                            )
+                            current.update(self._subscan(sub, prev_sub, racy))
                         else:
                             current[path] = row
                             if is_dir:
@@ -231,9 +234,7 @@ class FimEngine:
                 for root in below:
                     prev_root = self.store.load_under(root.path)
                     previous.update(prev_root)
-                    current.update(
-                        scanner.scan([root], all_roots=rootset, previous=prev_root, racy=racy).rows
-                    )
+                    current.update(self._subscan(root, prev_root, racy))
             if not previous and not current:
                 return []
             changes = self._classify(diff(previous, current), [], procs)
@@ -245,6 +246,14 @@ class FimEngine:
             self._write(upserts, deletes, deferred, racy & touched, now_racy)
             self._count(changes)
             return changes
+
+    def _subscan(self, root: WatchRoot, prev: dict[bytes, Row], racy: set[bytes]) -> dict[bytes, Row]:
+        """Current rows of one subtree, reusing ``prev`` rows whose stat key is unchanged."""
+        keys = {p: stat_key(r) for p, r in prev.items()}
+        result = self.scanner.scan([root], all_roots=self.rootset, keys=keys, racy=racy)
+        current = {p: prev[p] for p in result.unchanged}
+        current.update(result.rows)
+        return current
 
     def poll(self) -> list[Change]:
         """Re-check deferred paths once the package manager is done (or they waited too long)."""

@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 import stat
+import struct
 import sys
 import threading
 import time
@@ -102,6 +103,14 @@ def unpack_xattrs(blob: bytes | None) -> dict[str, bytes]:
     return result
 
 
+_KEY = struct.Struct("<QqqqIII")
+
+
+def stat_key(row: Row) -> bytes:
+    """What a quick check compares: inode, size, mtime, ctime, mode, uid, gid (packed)."""
+    return _KEY.pack(row[P_INO], row[P_SIZE], row[P_MTIME], row[P_CTIME], row[P_MODE], row[P_UID], row[P_GID])
+
+
 class Throttle:
     """Token bucket in bytes per second shared by the scan workers (keeps the agent in its budget)."""
 
@@ -162,7 +171,10 @@ def racy_paths(rows: Iterable[Row], recorded_ns: int, window_ns: int = RACY_NS) 
 
 @dataclass
 class ScanResult:
+    """``rows``: freshly recorded paths; ``unchanged``: paths whose stat key matched (quick check)."""
+
     rows: dict[bytes, Row]
+    unchanged: set[bytes]
     stats: ScanStats
     racy: set[bytes]
 
@@ -200,13 +212,10 @@ class Scanner:
         except OSError:
             return None  # missing, or hidden behind a directory we may not search
         if stat.S_ISREG(st.st_mode):
-            return self._scan_file(path, self._buffer())
+            return self._scan_file(path, None)
         if stat.S_ISDIR(st.st_mode):
             return self._scan_dir_entry(path)
         return self._scan_other(path, st)
-
-    def _buffer(self) -> bytearray:
-        return bytearray(CHUNK)
 
     def _flags(self, fd: int, dev: int) -> int | None:
         if dev in self._no_flags_dev:
@@ -238,7 +247,7 @@ class Scanner:
                 self._no_xattr_dev.add(dev)
             return None
 
-    def _scan_file(self, path: bytes, buf: bytearray) -> Row | None:
+    def _scan_file(self, path: bytes, buf: bytearray | None) -> Row | None:
         try:
             fd = os.open(path, self._o_file)
         except OSError as exc:
@@ -302,7 +311,9 @@ class Scanner:
         finally:
             os.close(fd)
 
-    def _hash_rest(self, fd: int, h: hashlib._Hash, buf: bytearray) -> None:
+    def _hash_rest(self, fd: int, h: hashlib._Hash, buf: bytearray | None) -> None:
+        if buf is None:
+            buf = bytearray(CHUNK)
         view = memoryview(buf)
         throttle = self.throttle
         readv = os.readv
@@ -362,7 +373,7 @@ class Scanner:
                 return (
                     self._scan_other(path, st)
                     if not stat.S_ISREG(st.st_mode)
-                    else self._scan_file(path, self._buffer())
+                    else self._scan_file(path, None)
                 )
             return self._stat_row(
                 path, st, None, self._xattrs(path, st.st_dev), errno.errorcode.get(exc.errno or 0, "EIO")
@@ -380,21 +391,22 @@ class Scanner:
         roots: Iterable[WatchRoot],
         *,
         all_roots: RootSet | None = None,
-        previous: Mapping[bytes, Row] | None = None,
+        keys: Mapping[bytes, bytes] | None = None,
         racy: Set[bytes] = frozenset(),
         cancel: threading.Event | None = None,
     ) -> ScanResult:
         """The current state of ``roots``.
 
-        With ``previous`` (a quick check) an unchanged file keeps its previous row and is not opened,
-        unless it is in ``racy`` (changed too close to when it was recorded to trust its timestamps).
-        ``all_roots`` lets the walk skip nested roots, which are scanned under their own settings.
+        Without ``keys`` (a baseline, or a full check) every path gets a fresh row. With ``keys`` (a quick
+        check: path -> ``stat_key`` of the recorded row) a path whose key is unchanged is only listed in
+        ``unchanged`` and never opened, unless it is in ``racy``. ``all_roots`` lets the walk skip nested
+        roots, which are scanned under their own settings.
         """
         started = time.monotonic()
         started_ns = time.time_ns()
         roots = list(roots)
         rootset = all_roots if all_roots is not None else RootSet(roots)
-        walk = _Walk(self, rootset, previous, racy, cancel)
+        walk = _Walk(self, rootset, keys, racy, cancel)
         stats = walk.stats
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fim-hash") as pool:
             walk.pool = pool
@@ -414,13 +426,14 @@ class Scanner:
                     out[row[P_PATH]] = row
                     if row[P_SHA] is not None:
                         stats.bytes_hashed += row[P_SIZE]
-        stats.entries = len(out)
+        stats.reused = len(walk.unchanged)
+        stats.entries = len(out) + stats.reused
         stats.errors = sum(1 for r in out.values() if r[P_ERR] is not None)
         stats.seconds = time.monotonic() - started
-        return ScanResult(out, stats, racy_paths(out.values(), started_ns, self.racy_ns))
+        return ScanResult(out, walk.unchanged, stats, racy_paths(out.values(), started_ns, self.racy_ns))
 
     def hash_batch(self, paths: list[bytes]) -> list[Row]:
-        buf = self._buffer()
+        buf = bytearray(CHUNK)
         scan_file = self._scan_file
         rows = []
         for path in paths:
@@ -437,15 +450,16 @@ class _Walk:
         self,
         scanner: Scanner,
         rootset: RootSet,
-        previous: Mapping[bytes, Row] | None,
+        keys: Mapping[bytes, bytes] | None,
         racy: Set[bytes],
         cancel: threading.Event | None,
     ) -> None:
         self.s = scanner
         self.rootset = rootset
-        self.previous = previous
+        self.keys = keys
         self.cancel = cancel
         self.out: dict[bytes, Row] = {}
+        self.unchanged: set[bytes] = set()
         self.batch: list[bytes] = []
         self.futures: list[Future[list[Row]]] = []
         self.stats = ScanStats()
@@ -458,22 +472,23 @@ class _Walk:
             self.futures.append(self.pool.submit(self.s.hash_batch, self.batch))
             self.batch = []
 
-    def unchanged(self, path: bytes, st: os.stat_result) -> Row | None:
-        """The previous row when ``st`` says nothing moved since it was recorded (and it is not racy)."""
-        prev = self.previous.get(path) if self.previous is not None else None
+    def same(self, path: bytes, st: os.stat_result) -> bool:
+        """True when ``st`` matches the recorded key (and the entry is not racy): nothing to re-read."""
+        keys = self.keys
+        if keys is None:
+            return False
+        recorded = keys.get(path)
         if (
-            prev is not None
-            and prev[P_CTIME] == st.st_ctime_ns
-            and prev[P_MTIME] == st.st_mtime_ns
-            and prev[P_SIZE] == st.st_size
-            and prev[P_INO] == st.st_ino
-            and prev[P_MODE] == st.st_mode
-            and prev[P_UID] == st.st_uid
-            and prev[P_GID] == st.st_gid
+            recorded is not None
+            and recorded
+            == _KEY.pack(
+                st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid, st.st_gid
+            )
             and path not in self.racy
         ):
-            return prev
-        return None
+            self.unchanged.add(path)
+            return True
+        return False
 
     def root(self, root: WatchRoot) -> None:
         path = root.path
@@ -485,16 +500,12 @@ class _Walk:
             self.tree(root)
         elif stat.S_ISREG(st.st_mode):
             self.file(path, st)
-        else:
+        elif not self.same(path, st):
             self.out[path] = self.s._scan_other(path, st)
 
     def file(self, path: bytes, st: os.stat_result | None) -> None:
-        if st is not None and self.previous is not None:
-            prev = self.unchanged(path, st)
-            if prev is not None:
-                self.out[path] = prev
-                self.stats.reused += 1
-                return
+        if st is not None and self.same(path, st):
+            return
         self.batch.append(path)
         if len(self.batch) >= BATCH:
             self.flush()
@@ -505,7 +516,8 @@ class _Walk:
         rootset = self.rootset
         nested = len(rootset) > 1
         ignore = root.ignore
-        quick = self.previous is not None
+        quick = self.keys is not None
+        same = self.same
         cancel = self.cancel
         stack = [root.path]
         while stack:
@@ -521,10 +533,7 @@ class _Walk:
                 continue
             try:
                 st = os.fstat(dfd)
-                prev = self.unchanged(dpath, st) if quick else None
-                if prev is not None:
-                    out[dpath] = prev
-                else:
+                if not (quick and same(dpath, st)):
                     out[dpath] = s._stat_row(
                         dpath, st, s._flags(dfd, st.st_dev), s._xattrs(dfd, st.st_dev), None
                     )
@@ -561,8 +570,8 @@ class _Walk:
                                 est = e.stat(follow_symlinks=False)
                             except OSError:
                                 continue
-                            prev = self.unchanged(path, est) if quick else None
-                            out[path] = prev if prev is not None else s._scan_other(path, est)
+                            if not (quick and same(path, est)):
+                                out[path] = s._scan_other(path, est)
             except OSError:
                 continue  # directory vanished while listing
             finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hostward.agent.errors import AgentError
 from hostward.agent.fim.config import WatchRoot
-from hostward.agent.fim.scan import Row
+from hostward.agent.fim.scan import Row, stat_key
 
 SCHEMA_VERSION = 1
 COLUMNS = (
@@ -42,17 +42,28 @@ COLUMNS = (
     "error",
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM entries"
-_INSERT = f"INSERT OR REPLACE INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+# statkey (the packed stat fields a quick check compares) is stored too: loading one BLOB per path is
+# several times cheaper than loading seven integer columns.
+_INSERT = (
+    f"INSERT OR REPLACE INTO entries ({', '.join(COLUMNS)}, statkey) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+)
 _SCHEMA = (
     """CREATE TABLE entries (
         path BLOB PRIMARY KEY, mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
         size INTEGER NOT NULL, ino INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-        sha256 BLOB, flags INTEGER, xattrs BLOB, target BLOB, error TEXT) WITHOUT ROWID""",
+        sha256 BLOB, flags INTEGER, xattrs BLOB, target BLOB, error TEXT,
+        statkey BLOB NOT NULL) WITHOUT ROWID""",
     "CREATE TABLE racy (path BLOB PRIMARY KEY) WITHOUT ROWID",
     """CREATE TABLE roots (path BLOB PRIMARY KEY, recursive INTEGER NOT NULL, important INTEGER NOT NULL,
         ignore TEXT NOT NULL, operations TEXT NOT NULL, baselined_ns INTEGER) WITHOUT ROWID""",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
+
+
+def _with_keys(rows: Iterable[Row]) -> Iterator[tuple[object, ...]]:
+    for row in rows:
+        yield (*row, stat_key(row))
 
 
 class BaselineError(AgentError):
@@ -124,7 +135,7 @@ class BaselineStore:
             store = cls(tmp, conn)
             store._put_roots(roots)
             # Sorted keys append to the B-tree instead of splitting pages all over it.
-            conn.executemany(_INSERT, sorted(rows))
+            conn.executemany(_INSERT, _with_keys(sorted(rows)))
             conn.executemany("INSERT INTO racy (path) VALUES (?)", ((p,) for p in sorted(racy)))
             now = str(time.time_ns())
             conn.executemany(
@@ -168,6 +179,27 @@ class BaselineStore:
         lo, hi = _prefix_bounds(path)
         cur = self._conn.execute(f"{_SELECT} WHERE path = ? OR (path >= ? AND path < ?)", (path, lo, hi))
         return {row[0]: row for row in cur}
+
+    def load_keys(self) -> dict[bytes, bytes]:
+        """Every recorded path -> its stat key (what a quick check needs, and nothing more)."""
+        return dict(self._conn.execute("SELECT path, statkey FROM entries"))
+
+    def get_many(self, paths: Iterable[bytes]) -> dict[bytes, Row]:
+        """Rows of the given paths that are recorded."""
+        out: dict[bytes, Row] = {}
+        conn = self._conn
+        chunk: list[bytes] = []
+        for path in paths:
+            chunk.append(path)
+            if len(chunk) == 500:
+                out.update(
+                    (r[0], r) for r in conn.execute(f"{_SELECT} WHERE path IN ({','.join('?' * 500)})", chunk)
+                )
+                chunk = []
+        if chunk:
+            q = f"{_SELECT} WHERE path IN ({','.join('?' * len(chunk))})"
+            out.update((r[0], r) for r in conn.execute(q, chunk))
+        return out
 
     def get(self, path: bytes) -> Row | None:
         row: Row | None = self._conn.execute(f"{_SELECT} WHERE path = ?", (path,)).fetchone()
@@ -242,7 +274,7 @@ class BaselineStore:
                 lo, hi = _prefix_bounds(path)
                 conn.execute("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)", (path, lo, hi))
             conn.executemany("DELETE FROM entries WHERE path = ?", ((p,) for p in deletes))
-            conn.executemany(_INSERT, upserts)
+            conn.executemany(_INSERT, _with_keys(upserts))
             conn.executemany("DELETE FROM racy WHERE path = ?", ((p,) for p in racy_drop))
             conn.executemany("INSERT OR IGNORE INTO racy (path) VALUES (?)", ((p,) for p in racy_add))
             conn.executemany("DELETE FROM roots WHERE path = ?", ((p,) for p in drop_roots))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from hostward.core.errors import HostwardError
 from hostward.manager.auth import service
-from hostward.manager.deps import SESSION_COOKIE, Admin, Ctx, Reader, client_ip
+from hostward.manager.deps import Admin, Ctx, Reader, client_ip
 from hostward.manager.schemas_common import ApiModel
 
 router = APIRouter(tags=["auth"])
@@ -57,7 +57,7 @@ class TokenCreated(TokenOut):
 
 
 @router.post("/auth/login", response_model=LoginOut)
-def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
+def login(body: LoginIn, request: Request, ctx: Ctx) -> LoginOut:
     s = ctx.settings
     failure: HostwardError | None = None
     with ctx.uow() as session:
@@ -79,22 +79,13 @@ def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> Logi
             failure = exc
     if failure is not None:
         raise failure
-    response.set_cookie(
-        SESSION_COOKIE,
-        raw,
-        httponly=True,
-        samesite="strict",
-        secure=not s.plain_http,
-        max_age=s.session_hours * 3600,
-    )
     return out
 
 
 @router.post("/auth/logout", status_code=204)
-def logout(principal: Reader, ctx: Ctx, response: Response) -> None:
+def logout(principal: Reader, ctx: Ctx) -> None:
     with ctx.uow() as session:
         service.logout(session, principal)
-    response.delete_cookie(SESSION_COOKIE)
 
 
 @router.get("/auth/me", response_model=UserOut)

@@ -1,1 +1,1 @@
-"""console domain."""
+"""The web console: server-rendered pages mounted at ``/console`` (see ``views.mount_console``)."""

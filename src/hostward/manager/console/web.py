@@ -23,7 +23,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from hostward.core.errors import Forbidden, HostwardError, Unauthorized
+from hostward.core.errors import Forbidden, Unauthorized
 from hostward.manager.auth import service as auth
 from hostward.manager.auth.service import Principal
 from hostward.manager.context import ManagerContext
@@ -151,14 +151,6 @@ def redirect(url: str, flash: tuple[str, str] | None = None) -> RedirectResponse
     if flash is not None:
         set_flash(response, *flash)
     return response
-
-
-def back(next_url: str | None, default: str, kind: str, text: str) -> RedirectResponse:
-    return redirect(safe_next(next_url, default), (kind, text))
-
-
-def error_text(exc: HostwardError) -> str:
-    return exc.message
 
 
 # ---- paging -----------------------------------------------------------------------------------------

@@ -23,12 +23,20 @@ class _Settings(BaseModel):
 class AssetDiscoverySettings(_Settings):
     """How often the agent refreshes each fingerprint category between scans (reference cadences)."""
 
-    ports_interval_s: int = Field(default=30, ge=10, le=86400)
-    accounts_interval_s: int = Field(default=3600, ge=60, le=7 * 86400)
-    processes_interval_s: int = Field(default=3600, ge=60, le=7 * 86400)
-    autostart_interval_s: int = Field(default=3600, ge=60, le=7 * 86400)
-    software_interval_s: int = Field(default=86400, ge=600, le=30 * 86400)
-    account_alarms: bool = Field(default=True, description="alarm on new accounts and new uid-0 accounts")
+    ports_interval_s: int = Field(default=30, ge=10, le=86400, title="Open ports refresh (seconds)")
+    accounts_interval_s: int = Field(default=3600, ge=60, le=7 * 86400, title="Accounts refresh (seconds)")
+    processes_interval_s: int = Field(default=3600, ge=60, le=7 * 86400, title="Processes refresh (seconds)")
+    autostart_interval_s: int = Field(
+        default=3600, ge=60, le=7 * 86400, title="Auto-start items refresh (seconds)"
+    )
+    software_interval_s: int = Field(
+        default=86400, ge=600, le=30 * 86400, title="Installed software refresh (seconds)"
+    )
+    account_alarms: bool = Field(
+        default=True,
+        title="Account alarms",
+        description="alarm on new accounts (user_1001) and new uid-0 accounts (user_1002)",
+    )
 
 
 @dataclass(frozen=True)

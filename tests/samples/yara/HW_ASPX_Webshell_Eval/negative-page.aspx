@@ -1,0 +1,5 @@
+<%@ Page Language="Jscript" %>
+<%
+    var total = eval("1 + 2");
+    Response.Write(Request.Item["name"] + total);
+%>

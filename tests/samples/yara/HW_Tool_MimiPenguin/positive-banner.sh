@@ -1,0 +1,3 @@
+#!/bin/bash
+# MimiPenguin: dump cleartext credentials from memory
+# usage: sudo ./mimipenguin.sh
