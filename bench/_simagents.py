@@ -16,6 +16,7 @@ import json
 import random
 import resource
 import ssl
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -351,5 +352,8 @@ def worker_main(cfg: dict[str, Any], pipe: Connection) -> None:
     # asyncio gives every TLS connection a zero-filled 256 KiB read buffer: for thousands of connections
     # that is gigabytes and a storm of page faults in the load generator. 16 KiB is one TLS record.
     asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
+    # httpcore imports sniffio on every request to tell asyncio from trio; where sniffio is not installed
+    # each failed import searches sys.path again (about a tenth of the client's CPU). None = not there.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError, EOFError):
         asyncio.run(_main(cfg, pipe))

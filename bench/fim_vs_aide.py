@@ -55,6 +55,7 @@ FIM = p+u+g+s+m+c+i+sha256
 @dataclass
 class Timed:
     seconds: float
+    cpu: float  # user + system seconds of the process and the children it waited for
     rss_mb: float
     returncode: int
     stdout: bytes
@@ -78,7 +79,7 @@ def timed(argv: list[str], *, ok: tuple[int, ...] = (0,), stdout_path: Path | No
         out.close()  # type: ignore[union-attr]
     if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(argv[:3])}... exited {proc.returncode}: {err.decode(errors='replace')}")
-    return Timed(elapsed, usage.ru_maxrss / 1024, proc.returncode, data)
+    return Timed(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, data)
 
 
 def median_run(argv: list[str], runs: int, **kw: object) -> Timed:
@@ -170,7 +171,7 @@ def main() -> int:
     )
 
     def row(name: str, t: Timed, extra: str = "") -> None:
-        print(f"  {name:44} {t.seconds:8.3f} s  {t.rss_mb:7.1f} MiB  {extra}")
+        print(f"  {name:44} {t.seconds:8.3f} s  cpu {t.cpu:7.3f} s  {t.rss_mb:7.1f} MiB  {extra}")
 
     print(f"\nwall times (whole process, warm cache, median of {args.runs}); load after {os.getloadavg()}")
     row("limit: find | xargs -P2 openssl dgst", limit)
@@ -213,6 +214,12 @@ def main() -> int:
     print(
         f"  aide --check / hostward check   = {r_check:6.2f}x   (target >= 20x)    "
         f"{'ok' if r_check >= 20 else 'MISSED'}"
+    )
+    print(
+        "  cpu-time ratios (less sensitive to a busy machine): "
+        f"init aide/hostward {aide_init.cpu / ours_init.cpu:.2f}x, "
+        f"hostward/openssl {ours_init.cpu / limit.cpu:.2f}x, "
+        f"check aide/hostward {aide_check.cpu / ours_check.cpu:.2f}x"
     )
     print(
         f"  same changes reported by both: {'yes' if same else 'NO'}; every applied change found: "

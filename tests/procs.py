@@ -52,7 +52,7 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def hostward(
-    args: Sequence[str | Path], home: Path, *, timeout: float = 60, **extra_env: str
+    args: Sequence[object], home: Path, *, timeout: float = 60, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the real console script; output captured as text."""
     assert HOSTWARD.exists(), f"console script missing at {HOSTWARD}: run `make install`"
@@ -131,7 +131,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class Proc:
     """A long-running process whose output is appended to ``log`` (one log across restarts)."""
 
-    def __init__(self, name: str, argv: Sequence[str | Path], env: Mapping[str, str], log: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[object], env: Mapping[str, str], log: Path) -> None:
         self.name = name
         self.argv = [str(a) for a in argv]
         self.env = dict(env)

@@ -9,11 +9,12 @@ Events go into a real ``Outbox`` (in WORK_DIR, not the agent's own) and leave it
 as the agent sends them. Event ``i`` has the idempotency key ``e2e-kill-<i>`` and the fingerprint
 ``e2e-kill:<i>``. After each acknowledged batch the keys that left the outbox are appended (and fsynced)
 to WORK_DIR/acked, so the test knows what the sender saw acknowledged at any moment. Exits 0 and prints
-``done`` once the outbox is empty, 1 when DEADLINE_S passes first.
+``done {totals as JSON}`` once the outbox is empty, 1 when DEADLINE_S passes first.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
             totals["rejected"] += result.summary.rejected
     client.close()
     outbox.close()
-    print(f"done {totals}", flush=True)
+    print(f"done {json.dumps(totals)}", flush=True)
     return 0
 
 

@@ -231,7 +231,7 @@ def test_unreachable_manager_is_one_line(tmp_path: Path) -> None:
 # --- two real agents, one quota (SPEC §3 through the CLI), on SQLite and on PostgreSQL -----------
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_two_agents_one_quota(tmp_path: Path, database: str, request: pytest.FixtureRequest) -> None:
     database_url = request.getfixturevalue("pg_url") if database == "postgres" else None
     # Procs is entered last so that it stops the agents before running_manager stops the manager.

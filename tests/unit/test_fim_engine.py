@@ -82,6 +82,14 @@ def test_add_remove_modify_chmod_touch_xattr(tmp_path: Path, tree: Path) -> None
     engine.close()
 
 
+def test_touch_is_a_timestamp_change(tmp_path: Path, tree: Path) -> None:
+    engine = engine_for(tmp_path, [WatchRoot(_b(tree))])
+    os.utime(tree / "bin" / "tool", ns=(1_000_000_000, 2_000_000_000))
+    (change,) = engine.check().changes
+    assert change.attrs == ("mtime", "ctime") and change.significant() and change.operation == "modify"
+    engine.close()
+
+
 def test_chown_and_immutable_flag(tmp_path: Path, tree: Path) -> None:
     need("root", "chown and chattr +i need root")
     engine = engine_for(tmp_path, [WatchRoot(_b(tree))])

@@ -39,6 +39,7 @@ from hostward.agent.errors import (
     NotEnrolled,
     TransportError,
 )
+from hostward.agent.fimrunner import ACCEPT_COMMAND, FimRunner
 from hostward.agent.lockfile import acquire_lock
 from hostward.agent.scan import Commit, ScanJob, ScanQueue, ScanRunner
 from hostward.agent.state import Credentials, StateStore, ensure_private_dir
@@ -126,6 +127,10 @@ class Agent:
             notify=self._wake_sender,
         )
         self.scan_queue = ScanQueue()
+        self.fim = FimRunner.for_agent(self)
+        self.fim.configure(self.bundle)
+        self.dispatcher.register(ACCEPT_COMMAND, self.fim.accept_command)
+        self.scans.add_check("fim", self.fim.scan_check)
         self._local = threading.local()
         self._once_client: AgentClient | None = None
 
@@ -230,6 +235,7 @@ class Agent:
         except TransportError as exc:
             log.warning("command poll failed: %s", exc)
         self._drain_scans(client)
+        self.fim.step()
         if mono >= self.next_accounts:
             self.accounts_step(mono)
         for _ in range(MAX_BATCHES_PER_PASS):
@@ -279,6 +285,7 @@ class Agent:
             log.info("policy version %s applied (protection %s)", bundle.version, bundle.protection)
         with self._detect_lock:
             self.detectors.configure(bundle)
+        self.fim.configure(bundle)
         self.next_accounts = min(self.next_accounts, self.clock.monotonic() + self._accounts_interval())
 
     def _accounts_interval(self) -> int:
@@ -373,7 +380,7 @@ class Agent:
     def health(self) -> AgentHealth:
         budget = self.budget.state
         stats = self.outbox.stats()
-        detectors = self.detectors.health()
+        detectors = self.detectors.health() + self.fim.health()
         detectors.append(
             DetectorHealth(
                 name="outbox",
@@ -486,6 +493,7 @@ class Agent:
             log.info("log sources configured (used by the log capabilities): %s", self.cfg.log_sources)
         try:
             self.workers.start()
+            self.fim.start()
             while not self.stopping.is_set():
                 if self._signal is not None:
                     self.request_stop(f"signal {signal.Signals(self._signal).name}")
@@ -516,6 +524,7 @@ class Agent:
         self._phase("cancel-scan", self.scan_queue.cancel_current)
         self._phase("close-clients", self._close_clients)
         self._phase("join", lambda: self.workers.join(timeout))
+        self._phase("fim", self.fim.stop)
         self._phase("detectors", self.detectors.stop)
         self._phase("outbox", self.outbox.close)
         self._phase("state", self.state.close)

@@ -32,6 +32,16 @@ class ScanCancelled(Exception):
     pass
 
 
+class CheckUnavailable(Exception):
+    """A scan check that does not apply here (its capability is off): a scan of its own kind fails with
+    this message, a comprehensive scan skips it."""
+
+
+# A detection run by scans of its kind and by every comprehensive ("full") scan: takes the job (it honours
+# ``job.cancel``) and returns a one-line detail; its findings go to the outbox through its own channel.
+ScanCheck = Callable[["ScanJob"], str]
+
+
 @dataclass
 class ScanJob:
     scan_id: str
@@ -110,6 +120,13 @@ class ScanRunner:
         self.on_snapshot = on_snapshot
         self.throttle = throttle
         self.notify = notify
+        self.checks: dict[str, ScanCheck] = {}
+
+    def add_check(self, kind: str, check: ScanCheck) -> None:
+        """Run ``check`` for scans of ``kind`` and inside every ``full`` scan."""
+        if kind in ASSET_SCAN_KINDS or kind in self.checks:
+            raise ValueError(f"scan kind {kind!r} already has a handler")
+        self.checks[kind] = check
 
     def _progress(self, job: ScanJob, status: str, progress: int, detail: str = "") -> ScanProgressEvent:
         return ScanProgressEvent(
@@ -127,13 +144,17 @@ class ScanRunner:
 
     def run(self, job: ScanJob) -> CommandResult:
         categories = ASSET_SCAN_KINDS.get(job.kind)
-        if categories is None:
+        check = self.checks.get(job.kind)
+        if categories is None and check is None:
             detail = f"scan kind {job.kind!r} is not supported by this agent version"
             self._put(self._progress(job, "failed", 100, detail))
             return CommandResult(status="failed", detail=detail, data={"scan_id": job.scan_id})
         if job.cancel.is_set():
             self._put(self._progress(job, "cancelled", 0, "cancelled before start"))
             return CommandResult(status="failed", detail="scan cancelled", data={"scan_id": job.scan_id})
+        if categories is None:
+            assert check is not None
+            return self._run_check(job, check)
         self._put(self._progress(job, "running", 0))
         total = len(categories)
         reached = {"progress": 0}
@@ -160,12 +181,19 @@ class ScanRunner:
             return CommandResult(status="failed", detail=detail[:4096], data={"scan_id": job.scan_id})
 
         counts = {c: len(getattr(snapshot, c)) for c in categories}
+        try:
+            checked = self._full_checks(job) if job.kind == "full" else []
+        except ScanCancelled:
+            self._put(self._progress(job, "cancelled", reached["progress"], "cancelled by request"))
+            return CommandResult(status="failed", detail="scan cancelled", data={"scan_id": job.scan_id})
         outcome: list[CommandResult] = []
 
         def commit(detections: list[DetectorEvent]) -> None:
             if outcome:
                 raise RuntimeError("scan results committed twice")
             status, detail = self._summary(snapshot, categories, counts, len(detections))
+            if checked:
+                detail = "; ".join([detail, *checked])
             assets = AssetsEvent(
                 key=new_id(), occurred_at=snapshot.collected_at, scan_id=job.scan_id, snapshot=snapshot
             )
@@ -190,6 +218,42 @@ class ScanRunner:
         if not outcome:
             commit([])
         return outcome[0]
+
+    def _run_check(self, job: ScanJob, check: ScanCheck) -> CommandResult:
+        """A scan of a check's own kind: running, then the check's detail as the result."""
+        self._put(self._progress(job, "running", 0))
+        try:
+            detail = check(job)
+        except CheckUnavailable as exc:
+            status, detail = "failed", str(exc)
+        except Exception as exc:
+            if job.cancel.is_set():
+                self._put(self._progress(job, "cancelled", 0, "cancelled by request"))
+                return CommandResult(status="failed", detail="scan cancelled", data={"scan_id": job.scan_id})
+            log.exception("scan %s: %s check failed", job.scan_id, job.kind)
+            status, detail = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            status = "succeeded"
+        self._put(self._progress(job, status, 100, detail))
+        return CommandResult(status=status, detail=detail[:4096], data={"scan_id": job.scan_id})
+
+    def _full_checks(self, job: ScanJob) -> list[str]:
+        """Every registered check, inside a comprehensive scan; one failing check does not fail the scan."""
+        details = []
+        for kind, check in self.checks.items():
+            if job.cancel.is_set():
+                raise ScanCancelled
+            self.throttle(job.cancel)
+            try:
+                details.append(check(job))
+            except CheckUnavailable:
+                continue
+            except Exception as exc:
+                if job.cancel.is_set():
+                    raise ScanCancelled from exc
+                log.exception("scan %s: %s check failed", job.scan_id, kind)
+                details.append(f"{kind} check failed: {type(exc).__name__}: {exc}")
+        return details
 
     @staticmethod
     def _summary(

@@ -41,6 +41,8 @@ def build_app() -> typer.Typer:
         agent_cmds,
         alarms_cmds,
         auth_cmds,
+        fimrec_cmds,
+        loginsec_cmds,
         manager_cmds,
         policies_cmds,
         quotas_cmds,
@@ -82,7 +84,27 @@ def build_app() -> typer.Typer:
     app.add_typer(alarms_cmds.alarms_app, name="alarms")
     app.add_typer(policies_cmds.app, name="policies")
     app.add_typer(alarms_cmds.whitelists_app, name="whitelists")
+    # `fim init|check` (standalone, agent code) load on first use: see fimrec_cmds.FimGroup.
+    app.add_typer(fimrec_cmds.app, name="fim")
+    loginsec_cmds.attach(alarms_cmds.whitelists_app)
+    app.add_typer(loginsec_cmds.blocked_ips_app, name="blocked-ips")
+    _add_risk_commands(app)
     return app
+
+
+def _add_risk_commands(app: typer.Typer) -> None:
+    """Standalone risk checks (no manager needed): baseline, vulnerabilities, weak passwords."""
+    from hostward.cli import risk_cmds
+
+    baseline = typer.Typer(help="Baseline checks (standalone).", no_args_is_help=True)
+    baseline.command("run")(risk_cmds.baseline_run)
+    vulns = typer.Typer(help="Vulnerability matching (standalone).", no_args_is_help=True)
+    vulns.command("scan")(risk_cmds.vulns_scan)
+    weakpass = typer.Typer(help="Weak-password check of local accounts (standalone).", no_args_is_help=True)
+    weakpass.command("check")(risk_cmds.weakpass_check)
+    app.add_typer(baseline, name="baseline")
+    app.add_typer(vulns, name="vulns")
+    app.add_typer(weakpass, name="weakpass")
 
 
 def _one_line(message: str) -> str:

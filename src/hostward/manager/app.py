@@ -26,6 +26,8 @@ def _api_routers() -> list[APIRouter]:
     from hostward.manager.audit.routes import router as audit
     from hostward.manager.auth.routes import router as auth
     from hostward.manager.dashboard.routes import router as dashboard
+    from hostward.manager.fim.routes import router as fim
+    from hostward.manager.loginsec.routes import router as loginsec
     from hostward.manager.policies.routes import router as policies
     from hostward.manager.protection.routes import router as protection
     from hostward.manager.quotas.routes import router as quotas
@@ -33,7 +35,21 @@ def _api_routers() -> list[APIRouter]:
     from hostward.manager.scans.routes import router as scans
     from hostward.manager.servers.routes import router as servers
 
-    return [auth, regions, servers, protection, quotas, policies, scans, alarms, audit, dashboard, enrollment]
+    return [
+        auth,
+        regions,
+        servers,
+        protection,
+        quotas,
+        policies,
+        scans,
+        alarms,
+        audit,
+        dashboard,
+        enrollment,
+        loginsec,
+        fim,
+    ]
 
 
 def create_app(

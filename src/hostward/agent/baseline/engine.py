@@ -64,7 +64,9 @@ def load_policy_file(path: Path) -> Policy:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
-        raise PolicyLoadError(PolicyError(str(path), None, None, f"cannot read: {exc.strerror or exc}")) from exc
+        raise PolicyLoadError(
+            PolicyError(str(path), None, None, f"cannot read: {exc.strerror or exc}")
+        ) from exc
     if len(raw) > MAX_POLICY_BYTES:
         raise PolicyLoadError(PolicyError(str(path), None, None, "policy file larger than 4 MiB"))
     return parse_policy_text(raw.decode("utf-8", errors="replace"), str(path))
@@ -93,7 +95,9 @@ def load_policies(paths: Iterable[Path]) -> tuple[list[Policy], list[PolicyError
             continue
         if policy.id in seen:
             errors.append(
-                PolicyError(str(path), None, None, f"policy id {policy.id!r} already loaded from {seen[policy.id]}")
+                PolicyError(
+                    str(path), None, None, f"policy id {policy.id!r} already loaded from {seen[policy.id]}"
+                )
             )
             continue
         seen[policy.id] = str(path)
@@ -148,10 +152,18 @@ def run_policy(policy: Policy, host: HostView) -> PolicyRun:
             reason = f"requirements not met ({desc}): {why}"
             results = tuple(_result(policy, c, "not_applicable", reason) for c in policy.checks)
             return PolicyRun(
-                policy.id, policy.name, policy.file, policy.syntax, results, False, time.perf_counter() - started
+                policy.id,
+                policy.name,
+                policy.file,
+                policy.syntax,
+                results,
+                False,
+                time.perf_counter() - started,
             )
     results = tuple(evaluate_check(policy, c, host) for c in policy.checks)
-    return PolicyRun(policy.id, policy.name, policy.file, policy.syntax, results, met, time.perf_counter() - started)
+    return PolicyRun(
+        policy.id, policy.name, policy.file, policy.syntax, results, met, time.perf_counter() - started
+    )
 
 
 def run_baseline(

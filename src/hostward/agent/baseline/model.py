@@ -34,7 +34,8 @@ class Outcome:
 class Rule(Protocol):
     """A compiled rule: ``text`` is how it is shown in reasons; ``evaluate`` does the I/O via ``host``."""
 
-    text: str
+    @property
+    def text(self) -> str: ...
 
     def evaluate(self, host: HostView) -> Outcome: ...
 
@@ -138,7 +139,7 @@ class PolicyRun:
     seconds: float
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(RESULTS, 0)
+        out: dict[str, int] = dict.fromkeys(RESULTS, 0)
         for r in self.results:
             out[r.result] += 1
         return out
@@ -169,7 +170,7 @@ class BaselineReport:
         return [r for run in self.runs for r in run.results]
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(RESULTS, 0)
+        out: dict[str, int] = dict.fromkeys(RESULTS, 0)
         for r in self.results:
             out[r.result] += 1
         return out

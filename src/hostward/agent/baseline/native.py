@@ -40,7 +40,17 @@ KIND = "hostward-baseline"
 _EXPECT_KEYS = {"equals", "not_in", "compare", "matches", "excludes_items", "ignore_case"}
 _RULE_KEYS: dict[str, set[str]] = {
     "file": {"exists", "contains", "lacks", "max_mode", "owner", "group", "missing", "includes", "not"},
-    "setting": {"file", "separator", "occurrence", "default", "stop_at", "includes", "strip", "missing", "not"}
+    "setting": {
+        "file",
+        "separator",
+        "occurrence",
+        "default",
+        "stop_at",
+        "includes",
+        "strip",
+        "missing",
+        "not",
+    }
     | _EXPECT_KEYS,
     "sysctl": {"not"} | _EXPECT_KEYS,
     "process": {"running"},
@@ -237,7 +247,7 @@ def parse_rule(raw: Any, path: PathT) -> Rule:
 def _condition(value: Any, path: PathT) -> Condition:
     if value not in CONDITIONS:
         raise NativeSyntaxError(f"condition must be one of all, any, none (got {value!r})", path)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _rule_list(raw: Any, path: PathT) -> tuple[Rule, ...]:
@@ -278,7 +288,9 @@ def parse_native(doc: dict[str, Any], file: str) -> Policy:
             raise NativeSyntaxError(f"unknown check key(s): {', '.join(sorted(unknown))}", path)
         cid = raw.get("id")
         if not isinstance(cid, str) or not _ID.match(cid):
-            raise NativeSyntaxError("check id must be lowercase letters, digits, '.', '_' or '-'", (*path, "id"))
+            raise NativeSyntaxError(
+                "check id must be lowercase letters, digits, '.', '_' or '-'", (*path, "id")
+            )
         if cid in samples:
             raise NativeSyntaxError(f"duplicate check id {cid}", (*path, "id"))
         for key in ("title", "rationale", "remediation"):
@@ -292,7 +304,9 @@ def parse_native(doc: dict[str, Any], file: str) -> Policy:
         applies_reason = ""
         if (app := raw.get("applies_if")) is not None:
             if not isinstance(app, dict) or "rules" not in app:
-                raise NativeSyntaxError("applies_if must be {condition, rules, reason}", (*path, "applies_if"))
+                raise NativeSyntaxError(
+                    "applies_if must be {condition, rules, reason}", (*path, "applies_if")
+                )
             applies = _rule_list(app["rules"], (*path, "applies_if", "rules"))
             applies_condition = _condition(app.get("condition", "all"), (*path, "applies_if", "condition"))
             applies_reason = str(app.get("reason", ""))

@@ -111,7 +111,9 @@ class Includes:
         return out
 
 
-def _config_lines(host: HostView, files: tuple[str, ...], includes: Includes | None) -> tuple[list[str], list[str]]:
+def _config_lines(
+    host: HostView, files: tuple[str, ...], includes: Includes | None
+) -> tuple[list[str], list[str]]:
     """(lines of every existing file, in order; host paths that exist). Raises OSError when unreadable."""
     lines: list[str] = []
     found: list[str] = []
@@ -165,12 +167,15 @@ class FileRule:
                 extra = stat.S_IMODE(st.st_mode) & ~self.max_mode
                 if extra:
                     return Outcome(
-                        False, f"{shown} has mode {stat.S_IMODE(st.st_mode):04o} (at most {self.max_mode:04o})"
+                        False,
+                        f"{shown} has mode {stat.S_IMODE(st.st_mode):04o} (at most {self.max_mode:04o})",
                     )
             if self.owner:
                 want = {host.uid(o) for o in self.owner} - {None}
                 if st.st_uid not in want:
-                    return Outcome(False, f"{shown} is owned by uid {st.st_uid} (want {'/'.join(self.owner)})")
+                    return Outcome(
+                        False, f"{shown} is owned by uid {st.st_uid} (want {'/'.join(self.owner)})"
+                    )
             if self.group:
                 want = {host.gid(g) for g in self.group} - {None}
                 if st.st_gid not in want:
@@ -371,4 +376,3 @@ class CommandRule:
         if self.negated:
             return Outcome(not ok, f"not ({why})")
         return Outcome(ok, why)
-

@@ -106,7 +106,9 @@ def compile_pattern(text: str, engine: str) -> LinePattern:
         elif low == "n:":
             m = _COMPARE.match(term[2:])
             if m is None:
-                raise ValueError(f"numeric rule {term!r} needs 'REGEX compare OP NUMBER' (OP: < <= == != >= >)")
+                raise ValueError(
+                    f"numeric rule {term!r} needs 'REGEX compare OP NUMBER' (OP: < <= == != >= >)"
+                )
             regex = _compile(m.group("regex"), engine)
             if regex.groups < 1:
                 raise ValueError(f"numeric rule {term!r} has no capture group for the number")
@@ -323,7 +325,7 @@ def _condition(value: Any, path: tuple[str | int, ...]) -> Condition:
     cond = _LEGACY_CONDITIONS.get(str(value), value)
     if cond not in CONDITIONS:
         raise ScaSyntaxError(f"condition must be one of all, any, none (got {value!r})", path)
-    return cond  # type: ignore[no-any-return]
+    return cond
 
 
 def _rules(raw: Any, path: tuple[str | int, ...], variables: dict[str, str], engine: str) -> tuple[Rule, ...]:
@@ -356,7 +358,9 @@ def parse_sca(doc: Any, file: str) -> Policy:
     variables: dict[str, str] = {}
     for key, value in raw_vars.items():
         if not str(key).startswith("$"):
-            raise ScaSyntaxError(f"invalid variable name {key!r} (must start with $)", ("variables", str(key)))
+            raise ScaSyntaxError(
+                f"invalid variable name {key!r} (must start with $)", ("variables", str(key))
+            )
         variables[str(key)] = ",".join(map(str, value)) if isinstance(value, list) else _text(value)
 
     requirements = None

@@ -78,7 +78,9 @@ def _build(loader: yaml.SafeLoader, node: Node, path: Path_, marks: Marks) -> An
             key = loader.construct_object(key_node, deep=True)
             if isinstance(key, list | dict):
                 raise YamlPosError(
-                    "a mapping key must be a scalar", key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                    "a mapping key must be a scalar",
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
                 )
             if key in written:
                 raise YamlPosError(

@@ -26,7 +26,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import NamedTuple
 
-from hostward.agent.detectors.logpatterns import ANY_PROGRAM, PatternSet, PatternSpec, load_patterns, prefixed_regex
+from hostward.agent.detectors.logpatterns import (
+    ANY_PROGRAM,
+    PatternSet,
+    PatternSpec,
+    load_patterns,
+    prefixed_regex,
+)
 from hostward.agent.detectors.logtime import CACHE_LIMIT, MONTHS, LogClock
 
 AUTO = "auto"
@@ -103,7 +109,8 @@ def _alternatives(patterns: list[PatternSpec], prefix: str, *, mark_all: bool = 
     # first literal — which lets the engine skip it after one character comparison. The one-line regex
     # keeps its groups few on purpose: every match pays for each group.
     return [
-        prefixed_regex(p, f"{prefix}{i}_") + ("" if "(?P<" in p.regex and not mark_all else f"(?P<{prefix}{i}_>)")
+        prefixed_regex(p, f"{prefix}{i}_")
+        + ("" if "(?P<" in p.regex and not mark_all else f"(?P<{prefix}{i}_>)")
         for i, p in enumerate(patterns)
     ]
 
@@ -250,7 +257,7 @@ class LogParser:
         sec_get = self._time.sec_cache.get
         max_line = self._max_line
         events = 0
-        last_bsd = last_ts = None  # consecutive syslog lines mostly share their second
+        last_bsd, last_ts = "", None  # consecutive syslog lines mostly share their second
         for line in lines:
             m = match(line) if len(line) <= max_line else None
             if m is None:
@@ -260,10 +267,14 @@ class LogParser:
                 continue
             i = m.lastindex
             if i >= first_class:  # type: ignore[operator]
-                if i == unmatched_group:
-                    self._unmatched += 1
-                else:
+                if i != unmatched_group:
                     self._skipped += 1
+                elif line.endswith(("\r\n", "\r")):  # patterns end with $, which does not skip a CR
+                    event = self._parse_slow(line)
+                    if event is not None:
+                        append(event)
+                else:
+                    self._unmatched += 1
                 continue
             alt = alts[i]  # type: ignore[index]
             if alt is None:  # no group of the alternative took part: leave it to the reference path
@@ -295,7 +306,7 @@ class LogParser:
                 user = alt_user
             events += 1
             append(
-                _NEW(  # type: ignore[arg-type]
+                _NEW(
                     LoginEvent,
                     (
                         kind,
@@ -328,7 +339,8 @@ class LogParser:
     def parse_message(self, program: str, message: str, timestamp: float | None) -> LoginEvent | None:
         """The event of one journald entry (``SYSLOG_IDENTIFIER``, ``MESSAGE``, realtime timestamp)."""
         if len(message) > self._max_line:
-            return self._too_long()
+            self._too_long()
+            return None
         message = message.rstrip("\r\n")
         bucket = self._c.by_program.get(program)
         if bucket is None:
@@ -354,7 +366,8 @@ class LogParser:
     def _parse_slow(self, line: str) -> LoginEvent | None:
         """The reference path: split the syslog header with ``str.find``, then the program's bucket."""
         if len(line) > self._max_line:
-            return self._too_long()
+            self._too_long()
+            return None
         line = line.rstrip("\r\n")
         if line[3:4] == " " and line[15:16] == " " and line[:3] in MONTHS:
             host, rfc = 16, False

@@ -117,10 +117,14 @@ def _load(directory: Path) -> PatternSet:
     for path in files:
         spec = _load_file(path)
         if spec.service in services:
-            raise PatternError(f"{path}: service {spec.service!r} already defined in {services[spec.service].path}")
+            raise PatternError(
+                f"{path}: service {spec.service!r} already defined in {services[spec.service].path}"
+            )
         for pattern in spec.patterns:
             if pattern.id in seen_ids:
-                raise PatternError(f"{path}: pattern id {pattern.id!r} already used in {seen_ids[pattern.id]}")
+                raise PatternError(
+                    f"{path}: pattern id {pattern.id!r} already used in {seen_ids[pattern.id]}"
+                )
             seen_ids[pattern.id] = path
         services[spec.service] = spec
     return PatternSet(services=services)
@@ -204,7 +208,7 @@ def _load_pattern(path: Path, service: str, index: int, raw: Any) -> PatternSpec
     if "(?P=" in regex:
         raise PatternError(f"{where}: back-references are not supported")
     samples = tuple(_load_sample(where, i, s) for i, s in enumerate(raw.get("samples") or ()))
-    negative = raw.get("negative") or ()
+    negative = raw.get("negative") or []
     if not isinstance(negative, list) or not all(isinstance(n, str) for n in negative):
         raise PatternError(f"{where}: negative must be a list of lines")
     return PatternSpec(
@@ -221,7 +225,11 @@ def _load_pattern(path: Path, service: str, index: int, raw: Any) -> PatternSpec
 
 
 def _load_sample(where: str, index: int, raw: Any) -> Sample:
-    if not isinstance(raw, dict) or not isinstance(raw.get("line"), str) or not isinstance(raw.get("expect"), dict):
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("line"), str)
+        or not isinstance(raw.get("expect"), dict)
+    ):
         raise PatternError(f"{where}: samples[{index}] needs line and expect")
     hint = raw.get("hint")
     return Sample(line=raw["line"], expect=dict(raw["expect"]), hint=str(hint) if hint else None)

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
-MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 CACHE_LIMIT = 65_536
 FUTURE_SLACK_S = 7 * 86_400
 
@@ -27,7 +28,9 @@ class LogClock:
         self._hour_cache: dict[str, float | None] = {}
         self._text_cache: dict[str, float | None] = {}
 
-    def _local_epoch(self, year: int, month: int, day: int, hour: int, minute: int = 0, sec: int = 0) -> float:
+    def _local_epoch(
+        self, year: int, month: int, day: int, hour: int, minute: int = 0, sec: int = 0
+    ) -> float:
         if self._tz is not None:
             return datetime(year, month, day, hour, minute, sec, tzinfo=self._tz).timestamp()
         datetime(year, month, day, hour, minute, sec)  # validates: mktime would turn Feb 30 into Mar 2

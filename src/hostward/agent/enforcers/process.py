@@ -83,6 +83,16 @@ def _ancestors(pid: int) -> set[int]:
     return out
 
 
+def start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat: with the pid, identifies one process across pid reuse."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+        return int(raw[raw.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _is_kernel_thread(proc: psutil.Process) -> bool:
     try:
         return proc.pid == 2 or proc.ppid() == 2
@@ -111,8 +121,11 @@ class ProcessKiller:
         """Pids never killed, computed now (the agent's ancestry can change when a parent exits)."""
         return {0, 1} | _ancestors(self.self_pid) | self.protected_pids
 
-    def check(self, pid: int, *, create_time: float | None = None) -> psutil.Process:
-        """The process to kill, or ``KillRefused`` with the reason."""
+    def check(
+        self, pid: int, *, create_time: float | None = None, start: int | None = None
+    ) -> psutil.Process:
+        """The process to kill, or ``KillRefused`` with the reason; ``create_time`` (psutil) or ``start``
+        (/proc start ticks) guard against a pid that was reused since the detection."""
         if pid <= 1:
             raise KillRefused(f"refusing to kill pid {pid}", reason="init")
         if pid in self.protected():
@@ -122,18 +135,26 @@ class ProcessKiller:
             proc = psutil.Process(pid)
             if _is_kernel_thread(proc):
                 raise KillRefused(f"refusing to kill kernel thread {pid}", reason="kernel_thread")
-            if create_time is not None and abs(proc.create_time() - create_time) > 0.05:
+            if (create_time is not None and abs(proc.create_time() - create_time) > 0.05) or (
+                start is not None and start_ticks(pid) != start
+            ):
                 raise KillRefused(f"pid {pid} now belongs to another process", reason="pid_reused")
         except psutil.NoSuchProcess as exc:
             raise KillRefused(f"pid {pid} has already exited", reason="gone") from exc
         return proc
 
     def kill_tree(
-        self, pid: int, *, create_time: float | None = None, alarm_id: str | None = None, timeout: float = 3.0
+        self,
+        pid: int,
+        *,
+        create_time: float | None = None,
+        start: int | None = None,
+        alarm_id: str | None = None,
+        timeout: float = 3.0,
     ) -> KillResult:
         """SIGKILL ``pid`` and all its descendants (deepest first); returns what died."""
         with self._lock:
-            root = self.check(pid, create_time=create_time)
+            root = self.check(pid, create_time=create_time, start=start)
             try:
                 exe = root.exe()
             except psutil.Error:

@@ -241,7 +241,14 @@ class QuarantineVault:
         ensure_private_dir(self.root)
         for sub in ("blobs", "tmp"):
             ensure_private_dir(self.root / sub)
-        self.protected = tuple(sorted({os.path.realpath(p) for p in protected} | {os.path.realpath(self.root)}))
+        # the agent's own files are always protected; ``protected`` adds more (the state dir, ...)
+        self.protected = tuple(
+            sorted(
+                {os.path.realpath(p) for p in protected}
+                | set(agent_protected_paths())
+                | {os.path.realpath(self.root)}
+            )
+        )
         self.whitelist = whitelist
         self.package_owner = package_owner
         self.package_busy = package_busy

@@ -9,4 +9,8 @@ Layout (collectors own the OS handles, the comparison is pure):
 - ``pkgdb``    package databases (dpkg md5sums, rpm digests): "package update" labelling
 - ``engine``   ``FimEngine``: baseline / check / check_paths, ties the above together
 - ``inotify``, ``fanotify``  ctypes bindings; ``watch``: the realtime ``FimWatcher`` thread
+- ``monitor``  ``FimMonitor``: what the agent runtime drives (policy in, ``fim_changes`` observations out)
+
+The pure half (changes -> alarms and records, the ``file_integrity`` policy) is
+``hostward.agent.detectors.fim``; the standalone CLI is ``hostward.cli.fim_cmds``.
 """

@@ -76,7 +76,11 @@ class Affected:
             out = []
             for events in self.ranges:
                 keyed = [
-                    (kind, v, _MIN if (kind == "introduced" and v == "0") else (1, version_key(self.family, v)))
+                    (
+                        kind,
+                        v,
+                        _MIN if (kind == "introduced" and v == "0") else (1, version_key(self.family, v)),
+                    )
                     for kind, v in events
                 ]
                 keyed.sort(key=lambda e: e[2])
@@ -112,7 +116,9 @@ class Affected:
 
     def _next_fix(self, installed: str) -> str | None:
         kv = (1, version_key(self.family, installed))
-        fixes = [(k, v) for events in self._ranges_sorted() for kind, v, k in events if kind == "fixed" and k > kv]
+        fixes = [
+            (k, v) for events in self._ranges_sorted() for kind, v, k in events if kind == "fixed" and k > kv
+        ]
         return min(fixes)[1] if fixes else None
 
 
@@ -161,18 +167,25 @@ class VulnDB:
             self.issues.append(FeedIssue(file, adv_id, "'aliases' must be a list of strings; ignored"))
             aliases = []
         for item in doc.get("severity") or []:
-            if isinstance(item, dict) and isinstance(item.get("score"), str) and item.get("type") in (
-                "CVSS_V2",
-                "CVSS_V3",
-                "CVSS_V4",
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("score"), str)
+                and item.get("type")
+                in (
+                    "CVSS_V2",
+                    "CVSS_V3",
+                    "CVSS_V4",
+                )
             ):
                 try:
                     score_vector(str(item["type"]), item["score"])
                 except ValueError as exc:
                     self.issues.append(FeedIssue(file, adv_id, f"{exc}; ignored"))
-        labels = [(doc.get("database_specific") or {}).get("severity")] if isinstance(
-            doc.get("database_specific"), dict
-        ) else []
+        labels = (
+            [(doc.get("database_specific") or {}).get("severity")]
+            if isinstance(doc.get("database_specific"), dict)
+            else []
+        )
         severity = from_osv(doc.get("severity"), labels)
         advisory = Advisory(
             id=adv_id,
@@ -195,8 +208,10 @@ class VulnDB:
             self.issues.append(FeedIssue(file, where, "must be an object"))
             return None
         pkg = item.get("package")
-        if not isinstance(pkg, dict) or not isinstance(pkg.get("ecosystem"), str) or not isinstance(
-            pkg.get("name"), str
+        if (
+            not isinstance(pkg, dict)
+            or not isinstance(pkg.get("ecosystem"), str)
+            or not isinstance(pkg.get("name"), str)
         ):
             self.issues.append(FeedIssue(file, where, "'package' needs string 'ecosystem' and 'name'"))
             return None
@@ -229,14 +244,18 @@ class VulnDB:
             return None
         if not ranges and not versions:
             return None
-        sev_labels = [(item.get("database_specific") or {}).get("severity")] if isinstance(
-            item.get("database_specific"), dict
-        ) else []
+        sev_labels = (
+            [(item.get("database_specific") or {}).get("severity")]
+            if isinstance(item.get("database_specific"), dict)
+            else []
+        )
         adv = advisory
         if item.get("severity") or sev_labels:
             own = from_osv(item.get("severity"), sev_labels)
             if own is not UNKNOWN:
-                adv = Advisory(advisory.id, advisory.ids, advisory.summary, worse(advisory.severity, own), file)
+                adv = Advisory(
+                    advisory.id, advisory.ids, advisory.summary, worse(advisory.severity, own), file
+                )
         return Affected(adv, family, release, pkg["name"], tuple(ranges), frozenset(versions))
 
     # ---- Debian security tracker ------------------------------------------------------------------

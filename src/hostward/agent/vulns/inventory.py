@@ -27,13 +27,36 @@ from pathlib import Path
 
 from hostward.agent.vulns.versions import DEB_FAMILIES, RPM_FAMILIES
 
-DEFAULT_SEARCH_DIRS = ("/usr/local", "/usr/lib", "/usr/share", "/opt", "/srv", "/var/www", "/var/lib", "/home", "/root")
+DEFAULT_SEARCH_DIRS = (
+    "/usr/local",
+    "/usr/lib",
+    "/usr/share",
+    "/opt",
+    "/srv",
+    "/var/www",
+    "/var/lib",
+    "/home",
+    "/root",
+)
 MAX_WALK_ENTRIES = 400_000
 MAX_DEPTH = 8
 MAX_NESTED_JAR = 64 * 1024 * 1024
 # Build-tool caches hold downloaded artifacts, not installed software.
 _SKIP_DIRS = frozenset(
-    {".git", "__pycache__", ".cache", ".m2", ".gradle", ".ivy2", ".npm", ".cargo", ".rustup", "proc", "sys", "dev"}
+    {
+        ".git",
+        "__pycache__",
+        ".cache",
+        ".m2",
+        ".gradle",
+        ".ivy2",
+        ".npm",
+        ".cargo",
+        ".rustup",
+        "proc",
+        "sys",
+        "dev",
+    }
 )
 _PEP503 = re.compile(r"[-_.]+")
 _OS_FAMILY = {
@@ -230,8 +253,14 @@ def _npm_packages(node_modules: str, root: Path, owned: set[str]) -> Iterator[In
                 data = json.load(fh)
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and isinstance(data.get("name"), str) and isinstance(data.get("version"), str):
-            yield InstalledPackage("npm", data["name"], data["version"], "npm", data["name"], data["version"], d)
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("name"), str)
+            and isinstance(data.get("version"), str)
+        ):
+            yield InstalledPackage(
+                "npm", data["name"], data["version"], "npm", data["name"], data["version"], d
+            )
 
 
 def _pom_properties(zf: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
@@ -267,7 +296,9 @@ def java_packages(path: str) -> list[InstalledPackage]:
     return found
 
 
-def language_packages(root: Path = Path("/"), search_dirs: tuple[str, ...] = DEFAULT_SEARCH_DIRS) -> list[InstalledPackage]:
+def language_packages(
+    root: Path = Path("/"), search_dirs: tuple[str, ...] = DEFAULT_SEARCH_DIRS
+) -> list[InstalledPackage]:
     """Python, npm and Java packages found in the usual places below ``root`` (bounded walk)."""
     owned = dpkg_owned(root)
     budget = [MAX_WALK_ENTRIES]

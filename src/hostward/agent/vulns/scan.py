@@ -25,7 +25,9 @@ class VulnScan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "distro": None if self.distro is None else f"{self.distro.family} {self.distro.version_id}".strip(),
+            "distro": None
+            if self.distro is None
+            else f"{self.distro.family} {self.distro.version_id}".strip(),
             "packages": self.packages,
             "advisories": self.advisories,
             "counts": self.result.counts(),

@@ -43,7 +43,14 @@ def _lib() -> ctypes.CDLL:
     fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
     gensalt = lib.crypt_gensalt_rn
     gensalt.restype = ctypes.c_char_p
-    gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    gensalt.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+    ]
     return lib
 
 
@@ -54,7 +61,7 @@ def _area() -> ctypes.Array[ctypes.c_char]:
     area = getattr(_local, "area", None)
     if area is None:
         area = _local.area = ctypes.create_string_buffer(CRYPT_DATA_SIZE)
-    return area  # type: ignore[no-any-return]
+    return area
 
 
 def crypt(password: str, setting: str) -> str | None:
@@ -63,7 +70,9 @@ def crypt(password: str, setting: str) -> str | None:
     None when the scheme is unsupported or the setting is invalid (libxcrypt returns NULL or a
     "*"-prefixed failure token).
     """
-    out = _lib().crypt_rn(password.encode("utf-8"), setting.encode("ascii", "replace"), _area(), CRYPT_DATA_SIZE)
+    out = _lib().crypt_rn(
+        password.encode("utf-8"), setting.encode("ascii", "replace"), _area(), CRYPT_DATA_SIZE
+    )
     if not out or out.startswith(b"*"):
         return None
     return out.decode("ascii", "replace")

@@ -62,7 +62,9 @@ def account_type(uid: int | None, uid_min: int) -> str:
     return "user"
 
 
-def read_shadow(shadow: Path = Path("/etc/shadow"), passwd: Path | None = None, root: Path = Path("/")) -> ShadowRead:
+def read_shadow(
+    shadow: Path = Path("/etc/shadow"), passwd: Path | None = None, root: Path = Path("/")
+) -> ShadowRead:
     """Parse a shadow file; ``passwd`` defaults to the passwd file next to it."""
     try:
         text = shadow.read_text(encoding="utf-8", errors="replace")

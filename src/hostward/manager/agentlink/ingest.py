@@ -52,7 +52,10 @@ log = logging.getLogger("hostward.manager.ingest")
 RecordHandler = Callable[[Session, Server, RecordEvent, datetime], None]
 RECORD_HANDLERS: dict[str, RecordHandler] = {}
 # Modules whose import registers record handlers; capabilities add theirs here (explicit, no discovery).
-BUILTIN_RECORD_MODULES: tuple[str, ...] = ()
+BUILTIN_RECORD_MODULES: tuple[str, ...] = (
+    "hostward.manager.loginsec.records",
+    "hostward.manager.fim.records",
+)
 
 _H = TypeVar("_H", bound=RecordHandler)
 _EVENT: TypeAdapter[Any] = TypeAdapter(Event)

@@ -93,6 +93,7 @@ def build_console(ctx: ManagerContext) -> FastAPI:
         agents,
         alarms,
         dashboard,
+        fim,
         history,
         login,
         policies,
@@ -104,7 +105,7 @@ def build_console(ctx: ManagerContext) -> FastAPI:
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     console.state.ctx = ctx
     console.state.templates = _templates()
-    for module in (login, dashboard, servers, server_detail, quotas, agents, alarms, policies, history):
+    for module in (login, dashboard, servers, server_detail, quotas, agents, fim, alarms, policies, history):
         console.include_router(module.router)
     console.mount("/static", StaticFiles(directory=str(static_dir())), name="static")
     console.add_middleware(SecurityHeaders)

@@ -5,6 +5,13 @@ from hostward.manager.alarms.models import Alarm, AlarmWhitelistRule
 from hostward.manager.audit.models import AuditRecord
 from hostward.manager.auth.models import ApiToken, LoginAttempt, User
 from hostward.manager.db.base import Base
+from hostward.manager.fim.models import FimChange
+from hostward.manager.loginsec.models import (
+    BlockedIp,
+    LearnedLoginLocation,
+    LoginWhitelistEntry,
+    SshIpWhitelistEntry,
+)
 from hostward.manager.policies.models import Policy, PolicyGroup
 from hostward.manager.quotas.models import Quota
 from hostward.manager.regions.models import Region
@@ -22,11 +29,15 @@ __all__ = [
     "AssetSnapshotRow",
     "AuditRecord",
     "Base",
+    "BlockedIp",
     "EnrollmentToken",
+    "FimChange",
     "GlobalSetting",
     "IngestedEvent",
     "Job",
+    "LearnedLoginLocation",
     "LoginAttempt",
+    "LoginWhitelistEntry",
     "PeriodicTask",
     "Policy",
     "PolicyGroup",
@@ -35,5 +46,6 @@ __all__ = [
     "Scan",
     "Server",
     "ServerGroup",
+    "SshIpWhitelistEntry",
     "User",
 ]

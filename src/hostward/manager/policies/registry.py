@@ -12,6 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hostward.core.errors import Invalid
+from hostward.manager.fim.policy import FIM_EDITIONS, FileProtectionSettings
+from hostward.manager.fim.policy import POLICY_KEY as FILE_PROTECTION
+from hostward.manager.loginsec.policy import POLICY_KEY as LOGIN_SECURITY
+from hostward.manager.loginsec.policy import LoginSecuritySettings
 
 EDITION_ORDER = ("basic", "enterprise", "premium", "wtp")
 
@@ -71,6 +75,24 @@ _SPECS: list[PolicySpec] = [
         settings_model=AssetDiscoverySettings,
         description="Collects accounts, ports, processes, software, auto-start items and kernel modules; "
         "alarms on new accounts (user_1001) and new uid-0 accounts (user_1002).",
+    ),
+    PolicySpec(
+        key=FILE_PROTECTION,
+        title="File protection",
+        editions=FIM_EDITIONS,
+        settings_model=FileProtectionSettings,
+        description="File integrity monitoring: baseline of important files and monitored directories, "
+        "real-time changes with the writing process, daily check; alarms fileprotect_0002 (important "
+        "file) and fileprotect_0004 (file/directory), package updates recorded without alarm.",
+    ),
+    PolicySpec(
+        key=LOGIN_SECURITY,
+        title="Login security check",
+        editions=EDITION_ORDER,
+        settings_model=LoginSecuritySettings,
+        description="Brute-force detection on SSH, FTP and MySQL logs (login_0001, login_0002 when a success "
+        "follows) with firewall blocking of the source (enterprise, premium, WTP; basic only alarms); "
+        "successful-login reports (login_1001).",
     ),
 ]
 

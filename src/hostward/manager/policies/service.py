@@ -235,6 +235,10 @@ def bundle_for(session: Session, server: Server) -> PolicyBundle:
         for p in group.policies:
             policies[p.key] = PolicyState(enabled=p.enabled, settings=dict(p.settings))
     global_values = {k: global_settings.get(session, k) for k in GLOBAL_AGENT_SETTINGS}
+    # Login security's per-server lists (whitelists, SSH IP whitelist, common login IPs/locations).
+    from hostward.manager.loginsec.service import agent_section
+
+    global_values["login_security"] = agent_section(session, server)
     protection = server.edition is not None and server.protection_status != "closed"
     body = {
         "group_id": group.id if group else None,

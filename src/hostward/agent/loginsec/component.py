@@ -1,0 +1,623 @@
+"""The agent's login-security component: login logs -> parser -> brute-force detector -> firewall, and
+the alarms and records that go to the manager.
+
+One worker thread owns the log sources, the parsers, the detector and the firewall; it wakes as soon as
+a watched log changes (inotify, or the journal reader), so a block is in the kernel set milliseconds
+after the line that decided it. The policy (``configure``) and ``unblock_ip`` commands arrive on other
+threads and take the same lock. Every few seconds the worker checks the kernel set against the block
+ledger (a firewall reload must not silently unban), reports expired blocks and refreshes the safety
+list (administrators' sessions come and go).
+
+What the bundle says decides what runs: protection off -> nothing (our table is removed, the blocks are
+lifted and reported); the "login_security" policy on -> detection and alarms; an edition that can
+block (enterprise, premium, WTP) -> the firewall, with blocks when "block non-whitelisted attack IPs"
+is on, and the SSH login IP whitelist whatever the policy says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hostward.agent.collectors.logtail import LogSource, LogWatch, discover_sources, parse_log_source
+from hostward.agent.commands import failed, succeeded
+from hostward.agent.detectors.bruteforce import (
+    SUCCESSFUL_LOGIN,
+    BruteForceDetector,
+    BruteForceSettings,
+    SafetyList,
+    Verdict,
+)
+from hostward.agent.detectors.logparse import LoginEvent, LogParser
+from hostward.agent.enforcers.blockledger import BlockEntry, BlockLedger
+from hostward.agent.enforcers.firewall import Firewall, FirewallError, sshd_ports
+from hostward.agent.loginsec import safety
+from hostward.core.ids import new_id
+from hostward.core.net import parse_address, parse_network
+from hostward.wire import AlarmEvent, Command, CommandResult, DetectorHealth, PolicyBundle, RecordEvent
+
+if TYPE_CHECKING:
+    from hostward.agent.runtime import Agent
+
+log = logging.getLogger(__name__)
+
+POLICY_KEY = "login_security"
+BLOCKING_EDITIONS = ("enterprise", "premium", "wtp")
+POLL_TIMEOUT_S = 0.5
+VERIFY_INTERVAL_S = 2.0
+SAFETY_INTERVAL_S = 10.0
+NAME = "login_security"
+
+FirewallFactory = Callable[[BlockLedger], Firewall | None]
+Sink = Callable[[list[AlarmEvent | RecordEvent]], None]
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the policy bundle asks of login security."""
+
+    detect: bool = False  # protection on and the policy enabled
+    firewall: bool = False  # protection on with an edition that can block
+    block: bool = False  # block brute-force sources (firewall and the policy's option)
+    settings: BruteForceSettings = field(default_factory=BruteForceSettings)
+    whitelist: tuple[str, ...] = ()
+    user_whitelist: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    ssh_whitelist: tuple[str, ...] = ()
+    error: str = ""
+
+
+def desired_from_bundle(bundle: PolicyBundle | None) -> Desired:
+    """Translate the bundle; a bad setting keeps the defaults and is reported in ``error``."""
+    if bundle is None or not bundle.protection:
+        return Desired()
+    section: dict[str, Any] = dict(bundle.global_settings.get("login_security") or {})
+    policy = bundle.policies.get(POLICY_KEY)
+    detect = policy is not None and policy.enabled
+    values = dict(policy.settings) if policy is not None else {}
+    can_block = bundle.edition in BLOCKING_EDITIONS
+    error = ""
+    try:
+        settings = BruteForceSettings(
+            short_threshold=int(values.get("short_threshold", 5)),
+            short_window_s=int(values.get("short_window_s", 30)),
+            long_threshold=int(values.get("long_threshold", 15)),
+            long_window_s=int(values.get("long_window_s", 3600)),
+            lock_minutes=int(values.get("lock_minutes", 720)),
+            escalation_factor=2.0 if values.get("escalation", True) else 1.0,
+            ipv6_prefix=int(values.get("ipv6_prefix", 64)),
+            report_success=bool(values.get("report_successful_logins", False)),
+            block_attackers=can_block and bool(values.get("block_non_whitelisted", True)),
+            alarm_whitelisted=bool(values.get("alarm_on_whitelisted_brute_force", True)),
+        )
+    except (TypeError, ValueError) as exc:
+        error = f"policy {POLICY_KEY}: {exc}"
+        settings = BruteForceSettings(block_attackers=can_block)
+    users = tuple(
+        (str(e.get("user", "")), tuple(str(n) for n in e.get("networks", [])))
+        for e in section.get("login_whitelist_users", [])
+        if isinstance(e, dict)
+    )
+    return Desired(
+        detect=detect,
+        firewall=can_block,
+        block=detect and settings.block_attackers,
+        settings=settings,
+        whitelist=tuple(str(n) for n in section.get("login_whitelist", [])),
+        user_whitelist=users,
+        ssh_whitelist=tuple(str(n) for n in section.get("ssh_whitelist", [])),
+        error=error,
+    )
+
+
+def default_firewall(host_root: Path) -> FirewallFactory:
+    """nftables when ``nft`` works here, else iptables + ipset, else None (detect only)."""
+
+    def make(ledger: BlockLedger) -> Firewall | None:
+        ports = sshd_ports(host_root / "etc/ssh/sshd_config")
+        candidates: list[Firewall] = []
+        if shutil.which("nft"):
+            from hostward.agent.enforcers.nftables import NftEnforcer
+
+            candidates.append(NftEnforcer(ledger, ssh_ports=ports))
+        if shutil.which("iptables") and shutil.which("ipset"):
+            from hostward.agent.enforcers.iptables import IptablesEnforcer
+
+            candidates.append(IptablesEnforcer(ledger, ssh_ports=ports))
+        for firewall in candidates:
+            try:
+                firewall.ensure()
+                return firewall
+            except FirewallError as exc:
+                log.warning("%s unusable: %s", firewall.backend, exc)
+        return None
+
+    return make
+
+
+def installed_firewalls(ledger: BlockLedger) -> list[Firewall]:
+    """Both backends, unconfigured (for removing whatever an earlier run left behind)."""
+    out: list[Firewall] = []
+    if shutil.which("nft"):
+        from hostward.agent.enforcers.nftables import NftEnforcer
+
+        out.append(NftEnforcer(ledger))
+    if shutil.which("iptables") and shutil.which("ipset"):
+        from hostward.agent.enforcers.iptables import IptablesEnforcer
+
+        out.append(IptablesEnforcer(ledger))
+    return out
+
+
+class LoginSecurity:
+    """Log sources, parsers, brute-force detector and firewall of one agent (see the module docstring)."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        host_root: Path,
+        log_sources: Iterable[str],
+        manager_url: str,
+        sink: Sink,
+        clock: Callable[[], float] = time.time,
+        firewall_factory: FirewallFactory | None = None,
+        discover: bool = True,
+    ) -> None:
+        self.state_dir = state_dir
+        self.host_root = host_root
+        self.log_sources = list(log_sources)
+        self.manager_url = manager_url
+        self.sink = sink
+        self.clock = clock
+        self.firewall_factory = firewall_factory or default_firewall(host_root)
+        self.discover = discover
+        self.detector = BruteForceDetector()
+        self.desired = Desired()
+        self._lock = threading.RLock()
+        self._reconfigure = True
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.watch: LogWatch | None = None
+        self.parsers: dict[str, LogParser] = {}
+        self.ledger: BlockLedger | None = None
+        self.firewall: Firewall | None = None
+        self._firewall_tried = False
+        self._applied: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
+        self._torn_down = False
+        self._safety_at = 0.0
+        self._verify_at = 0.0
+        self.source_errors: list[str] = []
+        self.enforcer_error = ""
+        self.failure = ""
+        self.counters = dict.fromkeys(
+            ("events", "logins", "blocks_applied", "blocks_refused", "block_errors", "readded", "expired"), 0
+        )
+
+    @classmethod
+    def for_agent(cls, agent: Agent) -> LoginSecurity:
+        def sink(events: list[AlarmEvent | RecordEvent]) -> None:
+            agent.outbox.put_many(events)
+            agent.outbox_ready.set()
+
+        return cls(
+            state_dir=agent.cfg.state_dir,
+            host_root=agent.cfg.host_root,
+            log_sources=agent.cfg.log_sources,
+            manager_url=agent.cfg.manager_url or agent.creds.manager_url,
+            sink=sink,
+        )
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+
+    def configure(self, bundle: PolicyBundle | None) -> None:
+        """Take a new policy bundle; the worker applies it at once (it is woken)."""
+        desired = desired_from_bundle(bundle)
+        with self._lock:
+            self.desired = desired
+            self._reconfigure = True
+        if desired.error:
+            log.warning("login security: %s", desired.error)
+        watch = self.watch
+        if watch is not None:
+            watch.waiter.wake()
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="hostward-logins", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker, store log positions; blocks stay in force (they survive a restart)."""
+        self._stop.set()
+        watch = self.watch
+        if watch is not None:
+            watch.waiter.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._lock:
+            if self.watch is not None:
+                self.watch.close()
+                self.watch = None
+            if self.ledger is not None:
+                self.ledger.close()
+                self.ledger = None
+
+    def _run(self) -> None:
+        try:
+            self.setup()
+        except Exception as exc:
+            log.exception("login security could not start")
+            self.failure = f"{type(exc).__name__}: {exc}"
+            return
+        while not self._stop.is_set():
+            try:
+                self.step(POLL_TIMEOUT_S)
+            except Exception as exc:
+                log.exception("login security step failed")
+                self.failure = f"{type(exc).__name__}: {exc}"
+                self._stop.wait(1.0)
+
+    def setup(self) -> None:
+        """Open the log sources and the block ledger; re-learn the active blocks."""
+        sources = self.sources()
+        self.watch = LogWatch(sources, self.state_dir, start="end")
+        self.parsers = {s.key: LogParser(service=s.service) for s in sources}
+        self.ledger = BlockLedger(self.state_dir)
+        now = self.clock()
+        for row in self.ledger.active(now):
+            self.detector.restore_block(row.network, row.until, row.times_blocked, row.blocked_at)
+        log.info("login security: watching %s", ", ".join(str(s) for s in sources) or "no log source")
+
+    def sources(self) -> list[LogSource]:
+        chosen: list[LogSource] = []
+        self.source_errors = []
+        for spec in self.log_sources:
+            try:
+                chosen.append(parse_log_source(spec))
+            except ValueError as exc:
+                self.source_errors.append(str(exc))
+                log.warning("ignoring log source: %s", exc)
+        if self.discover:
+            keys = {s.key for s in chosen}
+            chosen += [s for s in discover_sources(self.host_root) if s.key not in keys]
+        return chosen
+
+    # ---- one pass -------------------------------------------------------------------------------------
+
+    def step(self, timeout: float) -> None:
+        """Apply a pending policy, read what the logs got, act on it; periodic checks when due."""
+        assert self.watch is not None, "setup() first"
+        if self._reconfigure:
+            self.apply_config()
+        batches = self.watch.poll(timeout)
+        if batches:
+            events: list[LoginEvent] = []
+            for batch in batches:
+                parser = self.parsers[batch.source.key]
+                if batch.lines:
+                    events.extend(parser.parse_many(batch.lines))
+                for entry in batch.entries:
+                    event = parser.parse_message(entry.identifier, entry.message, entry.realtime)
+                    if event is not None:
+                        events.append(event)
+            if events:
+                self.handle(events)
+            self.watch.commit()
+        now = self.clock()
+        if now >= self._verify_at:
+            self._verify_at = now + VERIFY_INTERVAL_S
+            self.verify()
+        if now >= self._safety_at:
+            self.apply_config()
+
+    def handle(self, events: list[LoginEvent]) -> None:
+        """Feed events to the detector, apply its blocks in one batch, send alarms and records."""
+        now = self.clock()
+        out: list[AlarmEvent | RecordEvent] = []
+        verdict = Verdict()
+        with self._lock:
+            desired = self.desired
+            for event in events:
+                self.counters["events"] += 1
+                if event.kind == "success" and event.address and desired.detect:
+                    out.append(self._login_record(event, now))
+                if desired.detect:
+                    v = self.detector.feed(event, now)
+                    verdict.blocks.extend(v.blocks)
+                    verdict.alarms.extend(v.alarms)
+            blocked = self._apply_blocks(verdict, now) if verdict.blocks else []
+        alarms = [a for a in verdict.alarms if not self._user_whitelisted(a, desired)]
+        out = [*blocked, *alarms, *out]
+        if out:
+            self.sink(out)
+
+    def _apply_blocks(self, verdict: Verdict, now: float) -> list[AlarmEvent | RecordEvent]:
+        records: list[AlarmEvent | RecordEvent] = []
+        firewall = self.firewall if self.desired.block else None
+        if firewall is None:
+            errors = {str(parse_network(b.network)): "no usable firewall" for b in verdict.blocks}
+        else:
+            entries = [
+                BlockEntry(
+                    network=b.network,
+                    service=b.service,
+                    until=b.until.timestamp(),
+                    reason=b.reason,
+                    attempts=b.attempts,
+                    times_blocked=b.times_blocked,
+                    blocked_at=now,
+                )
+                for b in verdict.blocks
+            ]
+            result = firewall.block(entries)
+            errors = {**result.refused, **result.failed}
+            applied = set(result.applied)
+            for b in verdict.blocks:
+                network = str(parse_network(b.network))
+                if network in applied:
+                    self.counters["blocks_applied"] += 1
+                    records.append(_record("blocked_ip", now, _block_data(b, network)))
+                    log.info(
+                        "blocked %s (%s, %s) until %s", network, b.service, b.reason, b.until.isoformat()
+                    )
+        for b in verdict.blocks:
+            network = str(parse_network(b.network))
+            if network in errors:
+                self.counters["blocks_refused" if "protected" in errors[network] else "block_errors"] += 1
+                self.detector.unblock(network)  # not in force: the next burst may try again
+                for alarm in verdict.alarms:
+                    if alarm.evidence.get("network") == b.network:
+                        alarm.evidence["blocked"] = False
+                        alarm.evidence["block_error"] = errors[network][:500]
+        return records
+
+    def _user_whitelisted(self, alarm: AlarmEvent, desired: Desired) -> bool:
+        """A successful-login alarm of a (user, IP) the login whitelist names is not raised."""
+        if alarm.event_class != SUCCESSFUL_LOGIN:
+            return False
+        try:
+            addr = parse_address(str(alarm.evidence.get("login_ip", "")))
+        except ValueError:
+            return False
+        user = alarm.evidence.get("username")
+        pairs = [(None, desired.whitelist), *desired.user_whitelist]
+        for wanted_user, networks in pairs:
+            if wanted_user and wanted_user != user:
+                continue
+            for text in networks:
+                net = parse_network(text)
+                if net.version == addr.version and addr in net:
+                    return True
+        return False
+
+    @staticmethod
+    def _login_record(event: LoginEvent, now: float) -> RecordEvent:
+        when = event.when or datetime.fromtimestamp(now, UTC)
+        data = {
+            "user": event.user or "",
+            "address": event.address,
+            "service": event.service,
+            "method": event.method or "",
+            "login_time": when.isoformat(),
+        }
+        return _record("login", now, data)
+
+    # ---- policy, safety list, firewall -----------------------------------------------------------------
+
+    def apply_config(self) -> None:
+        """Bring the detector and the firewall in line with the policy and the current safety list."""
+        with self._lock:
+            self._reconfigure = False
+            now = self.clock()
+            self._safety_at = now + SAFETY_INTERVAL_S
+            desired = self.desired
+            try:
+                safe = SafetyList.build(
+                    whitelist=desired.whitelist,
+                    manager=safety.manager_addresses(self.manager_url),
+                    own=safety.own_addresses(),
+                    admin_sessions=safety.admin_session_sources(self.host_root),
+                )
+            except ValueError as exc:
+                log.warning("login security safety list: %s", exc)
+                safe = SafetyList.build(
+                    manager=safety.manager_addresses(self.manager_url), own=safety.own_addresses()
+                )
+            self.detector.configure(desired.settings, safe)
+            if not desired.firewall:
+                self._lift_all("protection_off")
+                return
+            firewall = self._firewall()
+            if firewall is None:
+                return
+            networks = sorted({str(n) for n in safe.networks()})
+            ssh = sorted(desired.ssh_whitelist) or None
+            signature = (tuple(networks), tuple(ssh) if ssh is not None else None)
+            if signature == self._applied:
+                return
+            try:
+                firewall.safety = [parse_network(n) for n in networks]
+                firewall.set_ssh_whitelist(ssh)  # writes the safety set too (one configuration)
+                self._applied = signature
+                self.enforcer_error = ""
+                log.info(
+                    "login security firewall: %d protected networks, SSH whitelist %s",
+                    len(networks),
+                    ", ".join(ssh) if ssh else "off",
+                )
+            except FirewallError as exc:
+                self._applied = None
+                self.enforcer_error = str(exc)[:500]
+                log.error("login security firewall: %s", exc)
+
+    def _firewall(self) -> Firewall | None:
+        if self.firewall is None and not self._firewall_tried and self.ledger is not None:
+            self._firewall_tried = True
+            self.firewall = self.firewall_factory(self.ledger)
+            if self.firewall is None:
+                self.enforcer_error = "no usable firewall (nftables or iptables + ipset): detect only"
+                log.error("login security: %s", self.enforcer_error)
+            else:
+                self._torn_down = False
+                restored = self.firewall.restore()
+                log.info(
+                    "login security: %s enforcer ready (%d blocks restored)", self.firewall.backend, restored
+                )
+        return self.firewall
+
+    def _lift_all(self, why: str) -> None:
+        """Protection off (or an edition that cannot block): remove every block and our firewall table."""
+        if self.ledger is None:
+            return
+        now = self.clock()
+        active = self.ledger.active(now)
+        if not active and self._torn_down:
+            return
+        self.ledger.set_status([r.network for r in active], "unblocked", now)
+        for row in active:
+            self.detector.unblock(row.network)
+        if active:
+            data = [
+                {"action": "unblocked", "network": r.network, "service": r.service, "by": why} for r in active
+            ]
+            self.sink([_record("blocked_ip", now, d) for d in data])
+        firewalls = [self.firewall] if self.firewall is not None else []
+        for firewall in firewalls or installed_firewalls(self.ledger):
+            try:
+                firewall.teardown()
+            except FirewallError as exc:
+                log.warning("removing the login security %s rules: %s", firewall.backend, exc)
+        self.firewall = None
+        self._firewall_tried = False
+        self._applied = None
+        self._torn_down = True
+
+    def verify(self) -> None:
+        """Kernel set vs ledger: re-add vanished blocks, report expired ones."""
+        with self._lock:
+            firewall, ledger = self.firewall, self.ledger
+            if ledger is None:
+                return
+            now = self.clock()
+            if firewall is None:
+                expired = ledger.expire(now)
+            else:
+                result = firewall.verify()
+                expired = result.expired
+                if result.readded:
+                    self.counters["readded"] += len(result.readded)
+                    log.warning("re-added %d block(s) that vanished from the firewall", len(result.readded))
+                self.enforcer_error = result.error[:500]
+            records = []
+            for network in expired:
+                row = ledger.get(network)
+                service = row.service if row is not None else ""
+                records.append(
+                    _record("blocked_ip", now, {"action": "expired", "network": network, "service": service})
+                )
+            self.counters["expired"] += len(expired)
+        if records:
+            self.sink(list(records))
+
+    # ---- commands and health ----------------------------------------------------------------------------
+
+    def cmd_unblock(self, command: Command) -> CommandResult:
+        """``unblock_ip {network, blocked_ip_id?}``: remove the block now and report it."""
+        raw = command.payload.get("network")
+        try:
+            network = str(parse_network(str(raw)))
+        except ValueError:
+            return failed(f"unblock_ip needs a network, got {raw!r}")
+        now = self.clock()
+        with self._lock:
+            gone: list[str] = []
+            if self.firewall is not None:
+                try:
+                    gone = self.firewall.unblock([network])
+                except FirewallError as exc:
+                    return failed(f"firewall: {exc}")
+            elif self.ledger is not None:
+                self.ledger.set_status([network], "unblocked", now)
+            self.detector.unblock(network)
+        data = {
+            "action": "unblocked",
+            "network": network,
+            "service": str(command.payload.get("service") or ""),
+            "blocked_ip_id": str(command.payload.get("blocked_ip_id") or ""),
+            "by": "manual",
+        }
+        self.sink([_record("blocked_ip", now, data)])
+        return succeeded(
+            f"{network} unblocked" if gone else f"{network} was not in the firewall", network=network
+        )
+
+    def health(self) -> DetectorHealth:
+        parsed: dict[str, int] = {}
+        for parser in list(self.parsers.values()):
+            for key, value in parser.counters.as_dict().items():
+                parsed[key] = parsed.get(key, 0) + value
+        watch = self.watch
+        tail = watch.health() if watch is not None else {}
+        ledger = self.ledger
+        active = 0
+        with contextlib.suppress(Exception):
+            active = len(ledger.active(self.clock())) if ledger is not None else 0
+        counters = {
+            "lines_read": tail.get("lines", 0) + tail.get("journal_entries", 0),
+            "lines_unparsed": parsed.get("unparsed", 0),
+            "lines_oversize": parsed.get("oversize", 0),
+            "login_events": parsed.get("events", 0),
+            "failures": self.detector.counters.get("failures", 0),
+            "successes": self.detector.counters.get("successes", 0),
+            "blocks_active": active,
+            "sources": len(self.parsers),
+            **self.counters,
+        }
+        desired = self.desired
+        backend = self.firewall.backend if self.firewall is not None else "none"
+        notes = [f"enforcer {backend}"]
+        if desired.ssh_whitelist and desired.firewall:
+            notes.append(f"SSH whitelist {len(desired.ssh_whitelist)} entries")
+        problems = [p for p in (self.failure, self.enforcer_error, desired.error, *self.source_errors) if p]
+        if self.failure:
+            status = "failed"
+        elif not desired.detect and not desired.firewall:
+            status = "disabled"
+        elif problems or not self.parsers:
+            status = "degraded"
+            if not self.parsers:
+                problems.append("no log source found")
+        else:
+            status = "running"
+        reason = "; ".join([*problems, *notes])[:1024]
+        return DetectorHealth(name=NAME, status=status, reason=reason, counters=counters)
+
+
+def _block_data(b: Any, network: str) -> dict[str, Any]:
+    return {
+        "action": "blocked",
+        "network": network,
+        "address": b.address,
+        "service": b.service,
+        "until": b.until.isoformat(),
+        "reason": b.reason,
+        "attempts": b.attempts,
+        "users": list(b.users),
+        "times_blocked": b.times_blocked,
+    }
+
+
+def _record(topic: str, now: float, data: dict[str, Any]) -> RecordEvent:
+    return RecordEvent(key=new_id(), occurred_at=datetime.fromtimestamp(now, UTC), topic=topic, data=data)

@@ -1,0 +1,1 @@
+"""File integrity monitoring on the manager: change records, per-server counts, accept, the policy."""
