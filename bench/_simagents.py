@@ -90,6 +90,7 @@ class Worker:
         self.pipe = pipe
         self.stats = Stats()
         self.stopping = False
+        self.window = (0.0, 0.0)
         self.ssl = ssl.create_default_context(cafile=cfg["ca_path"])
         first, count = cfg["first"], cfg["count"]
         self.agents = [self._agent(i) for i in range(first, first + count)]
@@ -158,6 +159,7 @@ class Worker:
         # Wall-clock times from the parent (same machine) become this loop's monotonic times.
         t_warm = loop.time() + (warm_wall - time.time())
         t0, t1 = t_warm + warmup, t_warm + warmup + duration
+        self.window = (t0, t1)
         live = [a for a in self.agents if a.key]
         rng = random.Random(self.cfg["first"])
         polls, finishing = [], []
@@ -224,7 +226,8 @@ class Worker:
         if resp is not None and resp.status_code != 200:
             self.stats.poll_errors[error_kind(status=resp.status_code)] += 1
         elif resp is not None:
-            self.stats.poll_done += 1
+            if self.window[0] <= loop.time() < self.window[1]:
+                self.stats.poll_done += 1
             if loop.time() - start < wait - 2 and b'"commands":[]' in resp.content:
                 self.stats.poll_early += 1
             return True

@@ -113,7 +113,8 @@ def test_records_counts_and_filters(any_ctx: ManagerContext) -> None:
         change_record("/usr/bin/ls", key="r3", at=t0 + timedelta(seconds=2), label="package_update",
                       package={"manager": "dpkg", "name": "coreutils", "matches": True}, important=True),
         change_record("/var/www/img", key="r4", at=t0 + timedelta(seconds=3), type="directory",
-                      attributes=["mode"], old={"mode": "0755"}, new={"mode": "0777"}, operation="attributes"),
+                      attributes=["mode"], old={"mode": "0755"}, new={"mode": "0777"},
+                      operation="attributes"),
     )  # fmt: skip
     assert statuses == ["accepted"] * 4
     # A resend is a duplicate; a record the manager cannot use is rejected alone.
@@ -179,7 +180,7 @@ def test_accept_queues_command_marks_records_and_handles_alarms(any_ctx: Manager
         # directory without records of its own.
         assert command.payload["expected"] == {"/var/www/index.html": NEW, "/var/www/gone.html": ""}
         assert command.payload["actor"] == "alice"
-        rows = {c.path: c for c, _ in fim.list_changes(s, server_id=web)}
+        rows = {c.path: c for c, _ in fim.list_changes(s, server_id=web)[0]}
         assert rows["/var/www/sub/page.html"].classification == "accepted"
         assert rows["/var/www/index.html"].accepted_by == "alice"
         assert rows["/var/www/index.html"].accept_command_id == command.id
@@ -258,10 +259,11 @@ def test_policy_presets_and_validation(any_ctx: ManagerContext) -> None:
     for settings, reason in refused:
         with ctx.uow() as s, pytest.raises(Invalid, match=re.escape(reason)):
             policies.update_policy(s, group_id, "file_protection", enabled=None, settings=settings, actor="t")
+    server_id = protected_server(ctx, "p-1")
     with ctx.uow() as s:
         group = s.get(PolicyGroup, group_id)
         assert group is not None
-        server = s.get(Server, protected_server(ctx, "p-1"))
+        server = s.get(Server, server_id)
         assert server is not None
         server.policy_group_id = group_id
         bundle = policies.bundle_for(s, server)

@@ -62,3 +62,22 @@ def test_monitor_end_to_end(tmp_path: Path) -> None:
         assert seen == []
     finally:
         monitor.stop()
+
+
+def test_unreadable_baseline_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "a").write_text("a")
+    db = tmp_path / "state" / "fim.db"
+    db.parent.mkdir()
+    db.write_bytes(b"not a database" * 100)
+    monitor = FimMonitor(db, lambda obs: None, use_system_packages=False)
+    try:
+        monitor.configure(fim_policy(bundle(www)))
+        result = monitor.check()
+        assert result is not None and result.changes == []  # silent first baseline
+        assert (tmp_path / "state" / "fim.db.unreadable").read_bytes().startswith(b"not a database")
+        assert monitor.engine is not None and monitor.engine.health().counters["entries"] == 2
+        assert "rebuilt" in monitor.health().reason
+    finally:
+        monitor.stop()

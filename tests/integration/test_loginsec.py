@@ -252,6 +252,8 @@ def test_common_lists_and_policy_validation(ctx: ManagerContext) -> None:
         ]
         with pytest.raises(Invalid, match="location"):
             loginsec.put_common_locations(s, ["<script>"], actor="a", now=now)
+        with pytest.raises(Invalid, match="control characters"):
+            loginsec.put_common_locations(s, ["Ber\x00lin"], actor="a", now=now)
         group = policies.default_group(s, "premium")
         with pytest.raises(Invalid, match="long_window_s"):
             policies.update_policy(

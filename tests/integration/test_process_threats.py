@@ -52,8 +52,9 @@ class Pipeline:
             if isinstance(e, AlarmEvent):
                 self.alarms.put((time.monotonic(), e))
 
-    def wait_for(self, code: str, pid: int | None = None, marker: str = "", timeout: float = WAIT_S) -> \
-            tuple[float, AlarmEvent] | None:
+    def wait_for(
+        self, code: str, pid: int | None = None, marker: str = "", timeout: float = WAIT_S
+    ) -> tuple[float, AlarmEvent] | None:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -89,7 +90,9 @@ def start(made: list[Pipeline], detectors: list[object], mode: str) -> Pipeline:
 
 
 @pytest.mark.parametrize("mode", ["connector", "poll"])
-def test_real_reverse_shell_detected_within_a_second_and_killed(mode: str, pipeline_factory: list[Pipeline]) -> None:
+def test_real_reverse_shell_detected_within_a_second_and_killed(
+    mode: str, pipeline_factory: list[Pipeline]
+) -> None:
     need("root", "proc connector and /proc/<pid>/fd of other processes")
     detector = ReverseShellDetector(standalone=True, auto_kill=True)
     pipe = start(pipeline_factory, [detector], mode)
@@ -100,8 +103,13 @@ def test_real_reverse_shell_detected_within_a_second_and_killed(mode: str, pipel
     client = socket.create_connection(("127.0.0.1", port))
     attacker, _ = listener.accept()
     t0 = time.monotonic()
-    shell = subprocess.Popen(["bash", "-i"], stdin=client.fileno(), stdout=client.fileno(),
-                             stderr=client.fileno(), start_new_session=True)
+    shell = subprocess.Popen(
+        ["bash", "-i"],
+        stdin=client.fileno(),
+        stdout=client.fileno(),
+        stderr=client.fileno(),
+        start_new_session=True,
+    )
     client.close()
     try:
         got = pipe.wait_for("malware_0002", pid=shell.pid)
@@ -132,11 +140,21 @@ def test_real_reverse_shell_detected_within_a_second_and_killed(mode: str, pipel
 def test_high_risk_command_raised_and_whitelisted_one_not(pipeline_factory: list[Pipeline]) -> None:
     need("root", "proc connector")
     detector = HighRiskCommandDetector()
-    detector.configure(PolicyBundle(
-        version=1, group_id=None, group_name=None, edition="premium", protection=True,
-        policies={"high_risk_command": PolicyState(enabled=True, settings={
-            "whitelist": [{"process_path": "python", "cmdline": "hw-allowed-marker"}]})},
-    ))
+    detector.configure(
+        PolicyBundle(
+            version=1,
+            group_id=None,
+            group_name=None,
+            edition="premium",
+            protection=True,
+            policies={
+                "high_risk_command": PolicyState(
+                    enabled=True,
+                    settings={"whitelist": [{"process_path": "python", "cmdline": "hw-allowed-marker"}]},
+                )
+            },
+        )
+    )
     pipe = start(pipeline_factory, [detector], "connector")
     code = "import time; time.sleep(2)"
     risky = subprocess.Popen([sys.executable, "-c", code, "hw-risky-marker", "nc -e /bin/sh 127.0.0.1 9"])
@@ -171,8 +189,9 @@ def test_setuid_escalation_by_an_unprivileged_user(pipeline_factory: list[Pipeli
     os.chmod(sleeper, 0o4755)  # a set-uid root copy: not a sanctioned program
     detector = PrivilegeEscalationDetector(standalone=True)
     pipe = start(pipeline_factory, [detector], "connector")
-    user_shell = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c",
-                                   f"{sleeper} 2; true"])
+    user_shell = subprocess.Popen(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", f"{sleeper} 2; true"]
+    )
     try:
         got = pipe.wait_for("procdet_0002")
         assert got is not None, pipe.collector.stats
@@ -202,12 +221,19 @@ def test_shell_copied_and_linked_to_odd_places(tmp_path: Path) -> None:
     odd.mkdir()
     detector = AbnormalShellDetector(standalone=True)
     now = datetime.now(UTC)
-    assert detector.feed(Observation(SHELL_SNAPSHOT, collect_shells(dirs=[str(odd)], mounts=MountTable([]))),
-                         now) == []
+    assert (
+        detector.feed(
+            Observation(SHELL_SNAPSHOT, collect_shells(dirs=[str(odd)], mounts=MountTable([]))), now
+        )
+        == []
+    )
     shutil.copy2(os.path.realpath("/bin/bash"), odd / ".b")
     (odd / "sh-link").symlink_to("/bin/bash")
-    alarms = detector.feed(Observation(SHELL_SNAPSHOT, collect_shells(dirs=[str(odd)], mounts=MountTable([]))),
-                           now)
+    alarms = detector.feed(
+        Observation(SHELL_SNAPSHOT, collect_shells(dirs=[str(odd)], mounts=MountTable([]))), now
+    )
     assert sorted((Path(a.evidence["file_path"]).name, a.evidence["change"]) for a in alarms) == [
-        (".b", "copy"), ("sh-link", "symlink")]
+        (".b", "copy"),
+        ("sh-link", "symlink"),
+    ]
     assert all(a.event_class == "malware_0001" for a in alarms)

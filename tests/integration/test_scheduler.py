@@ -449,7 +449,14 @@ def test_retention_deletes_only_expired_rows(any_ctx: ManagerContext) -> None:
         s.get(Server, sid).risk_intrusions = 1  # type: ignore[union-attr]
     with ctx.uow() as s:
         counts = purge_expired(s, now, ctx.settings)
-    assert counts == {"alarms": 2, "ingested_events": 1, "login_attempts": 1, "jobs": 2, "agent_commands": 2}
+    assert counts == {
+        "alarms": 2,
+        "ingested_events": 1,
+        "fim_changes": 0,
+        "login_attempts": 1,
+        "jobs": 2,
+        "agent_commands": 2,
+    }
     with ctx.uow() as s:
         assert [a.last_seen for a in s.scalars(select(Alarm))] == [days(29)]
         assert s.get(Server, sid).risk_intrusions == 0  # type: ignore[union-attr]

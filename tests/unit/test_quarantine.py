@@ -154,17 +154,22 @@ def test_dpkg_lock_detection_does_not_take_the_lock(tmp_path: Path) -> None:
     lock.write_bytes(b"")
     assert not dpkg_lock_held(lock)
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True);"
-         " time.sleep(30)", str(lock)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX);"
+            " print('locked', flush=True); time.sleep(30)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         assert dpkg_lock_held(lock)
-        with open(lock, "r+") as fh:  # and we did not take it: it is still the holder's
-            with pytest.raises(OSError):
-                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # and we did not take it: it is still the holder's
+        with open(lock, "r+") as fh, pytest.raises(OSError):
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         holder.kill()
         holder.wait(10)
@@ -178,8 +183,13 @@ def test_refuses_to_kill_init_self_parents_and_the_manager(tmp_path: Path) -> No
     manager = subprocess.Popen(["sleep", "30"])
     try:
         killer = ProcessKiller(protected_pids=[manager.pid], ledger_path=tmp_path / "kills.db")
-        for pid, reason in ((1, "init"), (0, "init"), (os.getpid(), "protected"), (os.getppid(), "protected"),
-                            (manager.pid, "protected")):
+        for pid, reason in (
+            (1, "init"),
+            (0, "init"),
+            (os.getpid(), "protected"),
+            (os.getppid(), "protected"),
+            (manager.pid, "protected"),
+        ):
             with pytest.raises(KillRefused) as err:
                 killer.kill_tree(pid)
             assert err.value.reason == reason, pid

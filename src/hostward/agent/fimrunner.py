@@ -164,6 +164,7 @@ class FimRunner:
         self._threads = []
         self._drain_events()
         self.monitor.stop()
+        self._applied = None
         self.detector.stop()
 
     def step(self) -> None:
@@ -186,6 +187,7 @@ class FimRunner:
         if bundle is None:
             return
         view = fim_bundle(bundle)
+        assert view is not None
         try:
             policy = fim_policy(view)
             self._error = ""
@@ -194,6 +196,7 @@ class FimRunner:
             self._error = f"file_protection policy refused: {exc}"
             log.warning("fim: %s", self._error)
             policy = _OFF
+            view = view.model_copy(update={"policies": {DETECTOR_POLICY_KEY: PolicyState(enabled=False)}})
         self.detector.configure(view)
         self._desired = policy
         self._wake.set()
@@ -335,8 +338,9 @@ class FimRunner:
         self.counters["scan_checks"] += 1
         if not self.flush():
             log.warning("fim: changes of scan %s are still being queued", job.scan_id)
-        packages = sum(1 for c in result.changes if c.label == "package_update")
-        detail = f"file integrity: {result.stats.entries} entries checked, {len(result.changes)} changes"
+        changes = [c for c in result.changes if c.significant()]  # what the detector reports
+        packages = sum(1 for c in changes if c.label == "package_update")
+        detail = f"file integrity: {result.stats.entries} entries checked, {len(changes)} changes"
         if packages:
             detail += f" ({packages} package updates)"
         if result.baselined_roots:

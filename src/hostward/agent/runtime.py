@@ -41,6 +41,8 @@ from hostward.agent.errors import (
 )
 from hostward.agent.fimrunner import ACCEPT_COMMAND, FimRunner
 from hostward.agent.lockfile import acquire_lock
+from hostward.agent.loginsec import LoginSecurity
+from hostward.agent.riskchecks import RiskChecks
 from hostward.agent.scan import Commit, ScanJob, ScanQueue, ScanRunner
 from hostward.agent.state import Credentials, StateStore, ensure_private_dir
 from hostward.agent.transport import AgentClient, Backoff, Outbox, OutboxSender, pinned_context
@@ -131,6 +133,10 @@ class Agent:
         self.fim.configure(self.bundle)
         self.dispatcher.register(ACCEPT_COMMAND, self.fim.accept_command)
         self.scans.add_check("fim", self.fim.scan_check)
+        RiskChecks.for_agent(self).register(self.scans)
+        self.loginsec = LoginSecurity.for_agent(self)
+        self.loginsec.configure(self.bundle)
+        self.dispatcher.register("unblock_ip", self.loginsec.cmd_unblock)
         self._local = threading.local()
         self._once_client: AgentClient | None = None
 
@@ -286,6 +292,7 @@ class Agent:
         with self._detect_lock:
             self.detectors.configure(bundle)
         self.fim.configure(bundle)
+        self.loginsec.configure(bundle)
         self.next_accounts = min(self.next_accounts, self.clock.monotonic() + self._accounts_interval())
 
     def _accounts_interval(self) -> int:
@@ -380,7 +387,7 @@ class Agent:
     def health(self) -> AgentHealth:
         budget = self.budget.state
         stats = self.outbox.stats()
-        detectors = self.detectors.health() + self.fim.health()
+        detectors = [*self.detectors.health(), *self.fim.health(), *self.loginsec.health_entries()]
         detectors.append(
             DetectorHealth(
                 name="outbox",
@@ -494,6 +501,7 @@ class Agent:
         try:
             self.workers.start()
             self.fim.start()
+            self.loginsec.start()
             while not self.stopping.is_set():
                 if self._signal is not None:
                     self.request_stop(f"signal {signal.Signals(self._signal).name}")
@@ -525,6 +533,7 @@ class Agent:
         self._phase("close-clients", self._close_clients)
         self._phase("join", lambda: self.workers.join(timeout))
         self._phase("fim", self.fim.stop)
+        self._phase("loginsec", self.loginsec.stop)
         self._phase("detectors", self.detectors.stop)
         self._phase("outbox", self.outbox.close)
         self._phase("state", self.state.close)

@@ -87,3 +87,21 @@ def status(
     from hostward.agent.cli import status_cmd
 
     _finish(status_cmd(state_dir=state_dir, as_json=as_json, debug=_debug(ctx)))
+
+
+@app.command("uninstall")
+def uninstall(
+    ctx: typer.Context,
+    state_dir: Path = typer.Option(..., "--state-dir", help=STATE_DIR_HELP),
+    keep_state: bool = typer.Option(False, "--keep-state", help="Remove the firewall rules only."),
+) -> None:
+    """Remove the agent's firewall rules (lifting every block) and its state directory; stop it first."""
+    from hostward.agent.uninstall import uninstall as run_uninstall
+
+    report = run_uninstall(state_dir, keep_state=keep_state)
+    for error in report.errors:
+        typer.echo(f"warning: {error}", err=True)
+    removed = f"; removed {state_dir}" if report.state_removed else ""
+    typer.echo(f"firewall rules removed ({', '.join(report.firewall) or 'none found'}){removed}")
+    if report.errors:
+        raise typer.Exit(1)

@@ -161,11 +161,26 @@ class ApiClient:
         self.close()
 
     def request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+        extra: dict[str, Any] = {}
+        if files is not None:
+            extra.update(files=files, data=data or {})
+        else:
+            extra["json"] = json
+        if timeout is not None:
+            extra["timeout"] = timeout
         try:
-            response = self._http.request(method, path, params=clean, json=json)
+            response = self._http.request(method, path, params=clean, **extra)
         except httpx.TimeoutException as exc:
             raise CliError(f"the manager at {self.url} did not answer in time ({method} {path})") from exc
         except httpx.TransportError as exc:
@@ -193,6 +208,13 @@ class ApiClient:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+    def upload(
+        self, path: str, file: Path, *, field: str = "file", timeout: float = 900.0, **form: str
+    ) -> Any:
+        """``POST`` a file as ``multipart/form-data`` (large imports get a long timeout)."""
+        with open(file, "rb") as fh:
+            return self.request("POST", path, files={field: (file.name, fh)}, data=form, timeout=timeout)
 
     def iter_items(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
         """Every item of a paged listing (``{items, total}``), page by page."""

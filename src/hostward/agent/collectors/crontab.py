@@ -23,10 +23,7 @@ def parse_crontab(text: str, source: str, *, user: str | None) -> list[CronEntry
         if not line or line.startswith("#") or _ENV.match(line):
             continue
         fields = line.split()
-        if fields[0].startswith("@"):
-            sched_len = 1
-        else:
-            sched_len = 5
+        sched_len = 1 if fields[0].startswith("@") else 5
         need = sched_len + (1 if user is None else 0) + 1
         if len(fields) < need:
             continue

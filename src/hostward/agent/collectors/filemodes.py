@@ -18,13 +18,43 @@ from hostward.agent.detectors.shells import ShellCopy, ShellSnapshot, ShellState
 from hostward.agent.malware.mounts import MountTable
 
 DEFAULT_SETID_DIRS = (
-    "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin", "/usr/lib", "/usr/libexec",
-    "/opt", "/tmp", "/var/tmp", "/dev/shm", "/home", "/root", "/srv", "/var/www",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/bin",
+    "/sbin",
+    "/usr/lib",
+    "/usr/libexec",
+    "/opt",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/home",
+    "/root",
+    "/srv",
+    "/var/www",
 )
 DEFAULT_SHELLS = (
-    "/bin/sh", "/bin/bash", "/bin/dash", "/bin/rbash", "/bin/zsh", "/bin/ksh", "/bin/mksh", "/bin/tcsh",
-    "/bin/csh", "/bin/fish", "/bin/busybox", "/usr/bin/sh", "/usr/bin/bash", "/usr/bin/dash", "/usr/bin/zsh",
-    "/usr/bin/ksh", "/usr/bin/tcsh", "/usr/bin/fish", "/usr/bin/busybox",
+    "/bin/sh",
+    "/bin/bash",
+    "/bin/dash",
+    "/bin/rbash",
+    "/bin/zsh",
+    "/bin/ksh",
+    "/bin/mksh",
+    "/bin/tcsh",
+    "/bin/csh",
+    "/bin/fish",
+    "/bin/busybox",
+    "/usr/bin/sh",
+    "/usr/bin/bash",
+    "/usr/bin/dash",
+    "/usr/bin/zsh",
+    "/usr/bin/ksh",
+    "/usr/bin/tcsh",
+    "/usr/bin/fish",
+    "/usr/bin/busybox",
 )
 ODD_PLACES = ("/tmp", "/var/tmp", "/dev/shm", "/home", "/root", "/var/www", "/srv", "/run/user")
 MAX_FILES = 500_000
@@ -80,14 +110,25 @@ def _walk(dirs: Iterable[str], mounts: MountTable) -> Iterator[tuple[str, os.sta
                     yield entry.path, st
 
 
-def collect_setid(dirs: Iterable[str] = DEFAULT_SETID_DIRS, mounts: MountTable | None = None) -> dict[str, SetidEntry]:
+def collect_setid(
+    dirs: Iterable[str] = DEFAULT_SETID_DIRS, mounts: MountTable | None = None
+) -> dict[str, SetidEntry]:
     """Set-id regular files under ``dirs`` by path."""
     mounts = mounts if mounts is not None else MountTable.read()
     out: dict[str, SetidEntry] = {}
     for path, st in _walk(dirs, mounts):
         if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-            out[path] = SetidEntry(path, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
-                                   st.st_dev, st.st_ino, _hash(path))
+            out[path] = SetidEntry(
+                path,
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_dev,
+                st.st_ino,
+                _hash(path),
+            )
     return out
 
 
@@ -109,8 +150,9 @@ def collect_shells(
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        states[real] = ShellState(real, st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_dev, st.st_ino,
-                                  st.st_size, _hash(real))
+        states[real] = ShellState(
+            real, st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_dev, st.st_ino, st.st_size, _hash(real)
+        )
     by_inode = {(s.dev, s.ino): s for s in states.values()}
     by_size: dict[int, list[ShellState]] = {}
     for s in states.values():

@@ -37,9 +37,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from hostward.agent.detectors.base import Observation
 from hostward.agent.collectors.procfs import ProcReader
-from hostward.agent.detectors.procmodel import PROCESS_EXEC, PROCESS_EXIT, PROCESS_UID, ProcessExit, ProcessInfo
+from hostward.agent.detectors.base import Observation
+from hostward.agent.detectors.procmodel import (
+    PROCESS_EXEC,
+    PROCESS_EXIT,
+    PROCESS_UID,
+    ProcessExit,
+    ProcessInfo,
+)
 from hostward.agent.detectors.revshell import DEFAULT_SHELLS, program_name
 
 log = logging.getLogger(__name__)
@@ -290,8 +296,11 @@ class ProcessCollector:
                     if self.mode == "connector":
                         raise
                     self.fallback_reason = str(exc)
-                    log.warning("proc connector unavailable (%s): polling /proc every %.1f s", exc,
-                                self.poll_interval_s)
+                    log.warning(
+                        "proc connector unavailable (%s): polling /proc every %.1f s",
+                        exc,
+                        self.poll_interval_s,
+                    )
         if self._connector is not None:
             self.active_mode = "connector"
             self._threads = [
@@ -358,8 +367,10 @@ class ProcessCollector:
             self.stats.rechecks += 1
             self._emit(Observation(PROCESS_EXEC, info))
             if rnd + 1 < len(RECHECK_AFTER_S):
-                heapq.heappush(self._rechecks, (now + RECHECK_AFTER_S[rnd + 1] - RECHECK_AFTER_S[rnd], pid,
-                                                start, rnd + 1))
+                heapq.heappush(
+                    self._rechecks,
+                    (now + RECHECK_AFTER_S[rnd + 1] - RECHECK_AFTER_S[rnd], pid, start, rnd + 1),
+                )
         return self._rechecks[0][0] - now if self._rechecks else 0.25
 
     def _snapshot(self) -> None:
@@ -443,8 +454,9 @@ class ProcessCollector:
                 if ev.what == EV_EXEC:
                     self._exec(ev.tgid, "exec", ev.timestamp_ns)
                 elif ev.what == EV_UID:
-                    info = self.reader.read(ev.tgid, "uid", previous_exe=self._exe.get(ev.tgid, ""),
-                                            event_ns=ev.timestamp_ns)
+                    info = self.reader.read(
+                        ev.tgid, "uid", previous_exe=self._exe.get(ev.tgid, ""), event_ns=ev.timestamp_ns
+                    )
                     if info is None:
                         self.stats.exited_before_enrichment += 1
                     else:
@@ -463,37 +475,50 @@ class ProcessCollector:
             self._snapshot()
         for pid in self.reader.pids():
             st = self.reader.stat(pid)
-            ids = self.reader.ids(pid)
             if st is not None:
-                known[pid] = (st.start_ticks, st.comm, ids[0][1] if ids else -1)
+                known[pid] = (st.start_ticks, st.comm, self.reader.euid(pid))
         self.ready.set()
-        while not self._stop.wait(self.poll_interval_s):
+        # fixed rate: a pass that takes long does not push the next one back by its own duration
+        next_at = time.monotonic() + self.poll_interval_s
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = max(next_at + self.poll_interval_s, time.monotonic())
             self.poll_once(known)
             if self._rechecks:
                 self._due_rechecks()
 
     def poll_once(self, known: dict[int, tuple[int, str, int]]) -> None:
-        """One polling pass: new processes and in-place execs (comm changed), uid changes, exits."""
+        """One polling pass: new processes first (they are what the detectors wait for), then in-place
+        execs (process name changed) and effective-uid changes of known ones, then exits."""
         self.stats.polls += 1
-        current = set(self.reader.pids())
+        current = self.reader.pids()
+        current_set = set(current)
         for pid in current:
+            if pid in known:
+                continue
+            self.stats.execs += 1
+            info = self._exec(pid, "poll")
+            if info is not None:
+                known[pid] = (info.start_ticks, info.comm, info.euid)
+        for pid in current:
+            prev = known.get(pid)
+            if prev is None:
+                continue
             st = self.reader.stat(pid)
             if st is None:
                 continue
-            prev = known.get(pid)
-            if prev is None or prev[0] != st.start_ticks or prev[1] != st.comm:
+            if prev[0] != st.start_ticks or prev[1] != st.comm:
                 self.stats.execs += 1
                 info = self._exec(pid, "poll")
                 known[pid] = (st.start_ticks, st.comm, info.euid if info else -1)
                 continue
-            ids = self.reader.ids(pid)
-            if ids is not None and ids[0][1] != prev[2]:
+            euid = self.reader.euid(pid)
+            if euid != prev[2] and euid != -1:
                 self.stats.uid_changes += 1
-                known[pid] = (st.start_ticks, st.comm, ids[0][1])
+                known[pid] = (st.start_ticks, st.comm, euid)
                 info = self.reader.read(pid, "uid", previous_exe=self._exe.get(pid, ""))
                 if info is not None:
                     self._emit(Observation(PROCESS_UID, info))
-        for pid in set(known) - current:
+        for pid in set(known) - current_set:
             del known[pid]
             self.stats.exits += 1
             self._exe.pop(pid, None)

@@ -178,6 +178,13 @@ class ProcReader:
         raw = _read(f"{self.proc_root}/{pid}/stat", 4096)
         return _parse_stat(raw) if raw else None
 
+    def euid(self, pid: int) -> int:
+        """Effective uid from the owner of /proc/<pid> (one stat, no read); -1 when gone."""
+        try:
+            return os.stat(f"{self.proc_root}/{pid}").st_uid
+        except OSError:
+            return -1
+
     def ids(self, pid: int) -> tuple[list[int], list[int]] | None:
         raw = _read(f"{self.proc_root}/{pid}/status", 16384)
         return _parse_ids(raw) if raw else None

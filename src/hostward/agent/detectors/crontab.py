@@ -25,14 +25,22 @@ CRON_ENTRIES = "cron_entries"
 _INTERP = r"(sudo\s+)?(\S*/)?((ba|da|z|k)?sh|python[0-9.]*|perl|ruby|php)\b"
 SUSPICIOUS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("download_pipe_exec", re.compile(r"\b(curl|wget|fetch)\b[^|;&]*\|\s*" + _INTERP)),
-    ("download_then_exec", re.compile(
-        r"\b(curl|wget)\b.*(&&|;|\|\|)\s*(chmod\s+[+0-7]*x|(ba|da|z)?sh\s|\./|(/var)?/tmp/|/dev/shm/)")),
+    (
+        "download_then_exec",
+        re.compile(
+            r"\b(curl|wget)\b.*(&&|;|\|\|)\s*(chmod\s+[+0-7]*x|(ba|da|z)?sh\s|\./|(/var)?/tmp/|/dev/shm/)"
+        ),
+    ),
     ("download_substitution", re.compile(r"(\$\(|`)\s*(curl|wget)\b")),
     ("python_download", re.compile(r"\bpython[0-9.]*\s+-c\s+.*\b(urllib|requests|urlopen)\b")),
     ("base64_exec", re.compile(r"\bbase64\s+(-d|--decode)\b.*\|\s*" + _INTERP)),
     ("reverse_shell", re.compile(r"/dev/(tcp|udp)/[^/\s]+/\d+|\b(nc|ncat)\b.*\s-[a-z]*e\s")),
-    ("runs_from_tmp", re.compile(
-        r"(^|[;&|(]\s*|\b(sh|bash|nohup|exec|python[0-9.]*|perl|setsid)\s+)(/var/tmp|/tmp|/dev/shm)/\S+")),
+    (
+        "runs_from_tmp",
+        re.compile(
+            r"(^|[;&|(]\s*|\b(sh|bash|nohup|exec|python[0-9.]*|perl|setsid)\s+)(/var/tmp|/tmp|/dev/shm)/\S+"
+        ),
+    ),
 )
 
 

@@ -34,7 +34,9 @@ from hostward.wire import DetectorHealth, PolicyBundle
 
 CODE = "procreport_0001"
 POLICY_KEY = "high_risk_command"
-DEFAULT_PATTERNS_FILE = Path(__file__).resolve().parents[2] / "content" / "process" / "high_risk_commands.yaml"
+DEFAULT_PATTERNS_FILE = (
+    Path(__file__).resolve().parents[2] / "content" / "process" / "high_risk_commands.yaml"
+)
 MAX_CMDLINE = 8192
 
 

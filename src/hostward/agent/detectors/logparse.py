@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from hostward.agent.detectors.logpatterns import (
     ANY_PROGRAM,
@@ -37,7 +37,9 @@ from hostward.agent.detectors.logtime import CACHE_LIMIT, MONTHS, LogClock
 
 AUTO = "auto"
 DEFAULT_MAX_LINE = 16 * 1024
-_FIELDS = ("user", "address", "port", "method", "service", "alt_user")
+_FIELDS = ("user", "address", "port", "method", "alt_user")
+_FAST_FIELDS = ("user", "address", "port", "method", "bsd", "iso")
+_MISS = object()
 
 
 class LoginEvent(NamedTuple):
@@ -67,7 +69,7 @@ class ParseCounters:
     unmatched: int = 0  # a watched program's line that no pattern matched (normal for most messages)
     unparsed: int = 0  # no recognisable structure: garbage, binary, cut short, oversize
     oversize: int = 0  # part of unparsed: longer than max_line
-    invalid_address: int = 0  # part of events: the address text is no IP address (a host name, junk)
+    invalid_address: int = 0  # distinct address texts (per cache period) that are no IP: host names, junk
 
     @property
     def lines(self) -> int:
@@ -92,8 +94,10 @@ def normalise_address(text: str) -> str | None:
     return str(addr)
 
 
-# What one alternative of a combined regex means: (kind, service, default user, default method, pattern
-# id, counting, group indices). A plain tuple: unpacking it is the cheapest thing to do per line.
+# What one alternative of a bucket regex means: (kind, service, default user, default method, pattern
+# id, counting, group indices of _FIELDS). The one-line regex uses a shorter tuple for the patterns
+# whose groups go into an event as they are: (kind, service, pattern id, counting, indices of
+# _FAST_FIELDS); plain tuples, because unpacking one is the cheapest thing to do per line.
 _Alt = tuple[str, str, "str | None", "str | None", str, str, tuple[int, ...]]
 _NEW = tuple.__new__  # builds a LoginEvent without running NamedTuple.__new__ in Python
 _BSD_TS = r"(?P<bsd>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d)"
@@ -115,20 +119,44 @@ def _alternatives(patterns: list[PatternSpec], prefix: str, *, mark_all: bool = 
     ]
 
 
-def _alt_table(
-    rx: re.Pattern[str], groups: list[tuple[str, list[PatternSpec]]], extra: tuple[str, ...] = ()
-) -> list[_Alt | None]:
+def _alt_table(rx: re.Pattern[str], groups: list[tuple[str, list[PatternSpec]]]) -> list[_Alt | None]:
     never = rx.groupindex["never"]
     table: list[_Alt | None] = [None] * (rx.groups + 1)
     for prefix, patterns in groups:
         for i, p in enumerate(patterns):
             own = f"{prefix}{i}_"
             idx = tuple(rx.groupindex.get(f"{own}{name}", never) for name in _FIELDS)
-            idx += tuple(rx.groupindex[name] for name in extra)
             alt: _Alt = (p.kind, p.service, p.user, p.method, p.id, p.counting, idx)
             for name, index in rx.groupindex.items():
                 if name.startswith(own):
                     table[index] = alt
+    return table
+
+
+def _fast_table(
+    rx: re.Pattern[str], groups: list[tuple[str, list[PatternSpec]]]
+) -> list[tuple[object, ...] | None]:
+    """Entries for the one-line regex: a 5-tuple for plain patterns, a 1-tuple otherwise (the hot loop
+    unpacks 5 and lets anything else — special patterns, classification markers, None — fall through)."""
+    never = rx.groupindex["never"]
+    table: list[tuple[object, ...] | None] = [None] * (rx.groups + 1)
+    for prefix, patterns in groups:
+        for i, p in enumerate(patterns):
+            own = f"{prefix}{i}_"
+            entry: tuple[object, ...]
+            if p.special:
+                entry = ("special",)
+            else:
+                idx = tuple(
+                    rx.groupindex.get(f"{own}{n}", never) if n not in ("bsd", "iso") else rx.groupindex[n]
+                    for n in _FAST_FIELDS
+                )
+                entry = (p.kind, p.service, p.id, p.counting, idx)
+            for name, index in rx.groupindex.items():
+                if name.startswith(own):
+                    table[index] = entry
+    table[rx.groupindex["unmatched_"]] = ("unmatched",)
+    table[rx.groupindex["skipped_"]] = ("skipped",)
     return table
 
 
@@ -179,9 +207,7 @@ class CompiledPatterns:
         branches.append(f"{_ANY_TAG}{_TAG_END}(?P<skipped_>)")
         branches.append("(?P<never>(?!))")
         self.line_rx = re.compile(rf"(?:{_BSD_TS}|{_ISO_TS}) \S++ (?:{'|'.join(branches)})")
-        self.line_alts = _alt_table(self.line_rx, groups, extra=("bsd", "iso"))
-        self.unmatched_group = self.line_rx.groupindex["unmatched_"]
-        self.first_class_group = min(self.unmatched_group, self.line_rx.groupindex["skipped_"])
+        self.line_alts = _fast_table(self.line_rx, groups)
         self.formats = [f for s in patterns.services.values() for f in s.formats]
         self.bare = [s.service for s in patterns.services.values() if s.bare]
 
@@ -217,11 +243,13 @@ class LogParser:
     ) -> None:
         self._c = compiled or default_compiled()
         if service != AUTO and service not in self._c.by_service:
-            raise ValueError(f"unknown service {service!r}; known: {', '.join(sorted(self._c.by_service))}")
+            raise ValueError(
+                f"unknown service {service!r}; use auto or one of {', '.join(sorted(self._c.by_service))}"
+            )
         self.service = service
         self._max_line = max_line
         self._time = LogClock(tz, clock)
-        self._addr_cache: dict[str, str] = {}
+        self._addr_cache: dict[str | None, str | None] = {None: None}
         self._events = self._skipped = self._unmatched = self._unparsed = 0
         self._oversize = self._invalid_address = 0
         if service == AUTO:
@@ -247,52 +275,49 @@ class LogParser:
 
     def parse_many(self, lines: Iterable[str]) -> list[LoginEvent]:
         """The events of ``lines`` (with or without line endings), in order. The hot path."""
+        batch = lines if isinstance(lines, list) else list(lines)
+        if not batch:
+            return []
+        if max(map(len, batch)) <= self._max_line:
+            return self._fast(batch)
+        out: list[LoginEvent] = []
+        start = 0
+        for i, line in enumerate(batch):  # oversize lines are cut out of the batch, the rest goes fast
+            if len(line) > self._max_line:
+                out += self._fast(batch[start:i])
+                self._too_long()
+                start = i + 1
+        out += self._fast(batch[start:])
+        return out
+
+    def _fast(self, lines: list[str]) -> list[LoginEvent]:
         out: list[LoginEvent] = []
         append = out.append
         match = self._c.line_rx.match
         alts = self._c.line_alts
-        first_class = self._c.first_class_group
-        unmatched_group = self._c.unmatched_group
         addr_get = self._addr_cache.get
         sec_get = self._time.sec_cache.get
-        max_line = self._max_line
-        events = 0
+        miss = _MISS
+        fast = 0
         last_bsd, last_ts = "", None  # consecutive syslog lines mostly share their second
         for line in lines:
-            m = match(line) if len(line) <= max_line else None
+            m = match(line)
             if m is None:
                 event = self._parse_slow(line)
                 if event is not None:
                     append(event)
                 continue
-            i = m.lastindex
-            if i >= first_class:  # type: ignore[operator]
-                if i != unmatched_group:
-                    self._skipped += 1
-                elif line.endswith(("\r\n", "\r")):  # patterns end with $, which does not skip a CR
-                    event = self._parse_slow(line)
-                    if event is not None:
-                        append(event)
-                else:
-                    self._unmatched += 1
-                continue
-            alt = alts[i]  # type: ignore[index]
-            if alt is None:  # no group of the alternative took part: leave it to the reference path
-                event = self._parse_slow(line)
+            try:
+                kind, service, pattern_id, counting, groups = alts[m.lastindex]  # type: ignore[index, misc]
+            except (TypeError, ValueError):
+                event = self._classified(alts[m.lastindex], line)  # type: ignore[index]
                 if event is not None:
                     append(event)
                 continue
-            kind, service, user_default, method_default, pattern_id, counting, groups = alt
-            user, addr, port, method, own_service, alt_user, bsd, iso = m.group(*groups)
-            if addr is not None:
-                address = addr_get(addr)
-                if address is None:
-                    address = self._normalise(addr)
-                if not address:
-                    address = None
-                    self._invalid_address += 1
-            else:
-                address = None
+            user, addr, port, method, bsd, iso = m.group(*groups)  # type: ignore[misc]
+            address = addr_get(addr, miss)
+            if address is miss:
+                address = self._normalise(addr)
             if bsd == last_bsd:
                 ts = last_ts
             elif bsd is not None:
@@ -302,18 +327,16 @@ class LogParser:
                 last_bsd, last_ts = bsd, ts
             else:
                 ts = self._time.iso(iso)
-            if not user and alt_user:
-                user = alt_user
-            events += 1
+            fast += 1
             append(
                 _NEW(
                     LoginEvent,
                     (
                         kind,
-                        own_service or service,
-                        user_default if user is None else user,
+                        service,
+                        user,
                         address,
-                        method or method_default,
+                        method,
                         ts,
                         pattern_id,
                         int(port) if port else None,
@@ -321,8 +344,18 @@ class LogParser:
                     ),
                 )
             )
-        self._events += events
+        self._events += fast
         return out
+
+    def _classified(self, entry: tuple[object, ...] | None, line: str) -> LoginEvent | None:
+        """A line the one-line regex matched without a plain pattern: count it, or take the slow path."""
+        if entry == ("skipped",):
+            self._skipped += 1
+        elif entry == ("unmatched",) and not line.endswith(("\r\n", "\r")):
+            self._unmatched += 1
+        else:  # a special pattern, a CR line ($ does not skip it), or no group of the pattern took part
+            return self._parse_slow(line)
+        return None
 
     def parse_line(self, line: str) -> LoginEvent | None:
         """The event of one log line, or None."""
@@ -401,18 +434,15 @@ class LogParser:
         alt = bucket.alts[m.lastindex or 0]
         assert alt is not None  # every alternative of a bucket ends with its marker group
         kind, service, user_default, method_default, pattern_id, counting, groups = alt
-        user, raw_addr, port, method, own_service, alt_user = m.group(*groups)
-        address = None
-        if raw_addr is not None:
-            address = self._addr_cache.get(raw_addr) or self._normalise(raw_addr) or None
-            if address is None:
-                self._invalid_address += 1
+        user, raw_addr, port, method, alt_user = m.group(*groups)
+        cached = self._addr_cache.get(raw_addr, _MISS)
+        address = self._normalise(raw_addr) if cached is _MISS else cast("str | None", cached)
         if not user and alt_user:
             user = alt_user
         self._events += 1
         return LoginEvent(
             kind,
-            own_service or service,
+            service,
             user_default if user is None else user,
             address,
             method or method_default,
@@ -422,10 +452,13 @@ class LogParser:
             counting,
         )
 
-    def _normalise(self, raw: str) -> str:
+    def _normalise(self, raw: str | None) -> str | None:
         if len(self._addr_cache) >= CACHE_LIMIT:
             self._addr_cache.clear()
-        value = normalise_address(raw) or ""
+            self._addr_cache[None] = None
+        value = normalise_address(raw) if raw is not None else None
+        if value is None and raw is not None:
+            self._invalid_address += 1  # counted once per distinct text while it stays cached
         self._addr_cache[raw] = value
         return value
 

@@ -19,7 +19,7 @@ import hostward
 KINDS = ("failure", "success", "other")
 COUNTINGS = ("attempt", "connection", "followup")
 SERVICES = ("sshd", "vsftpd", "proftpd", "pure-ftpd", "mysql", "dropbear", "pam")
-GROUPS = frozenset({"user", "address", "port", "method", "service", "alt_user"})
+GROUPS = frozenset({"user", "address", "port", "method", "alt_user"})
 ANY_PROGRAM = "*"
 
 _GROUP_NAME = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
@@ -38,7 +38,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class PatternSpec:
-    """One pattern: what a matching message means."""
+    """One pattern: what a matching message means. ``service`` is the one its events count against
+    (the file's, unless the pattern names another: PAM's sshd lines count for sshd)."""
 
     id: str
     service: str
@@ -49,6 +50,11 @@ class PatternSpec:
     user: str | None = None
     samples: tuple[Sample, ...] = ()
     negative: tuple[str, ...] = ()
+
+    @property
+    def special(self) -> bool:
+        """Needs more than copying its groups into an event: a default user or method, a fallback user."""
+        return self.user is not None or self.method is not None or "(?P<alt_user>" in self.regex
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,17 @@ def _load_pattern(path: Path, service: str, index: int, raw: Any) -> PatternSpec
     where = f"{path}: pattern {pid or f'#{index}'}"
     if not isinstance(pid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", pid):
         raise PatternError(f"{where}: id must be lower-case letters, digits and dashes")
-    unknown = set(raw) - {"id", "kind", "counting", "regex", "method", "user", "samples", "negative"}
+    unknown = set(raw) - {
+        "id",
+        "kind",
+        "counting",
+        "regex",
+        "method",
+        "user",
+        "service",
+        "samples",
+        "negative",
+    }
     if unknown:
         raise PatternError(f"{where}: unknown keys {sorted(unknown)}")
     kind = raw.get("kind")
@@ -211,9 +227,12 @@ def _load_pattern(path: Path, service: str, index: int, raw: Any) -> PatternSpec
     negative = raw.get("negative") or []
     if not isinstance(negative, list) or not all(isinstance(n, str) for n in negative):
         raise PatternError(f"{where}: negative must be a list of lines")
+    own_service = raw.get("service", service)
+    if own_service not in SERVICES:
+        raise PatternError(f"{where}: service must be one of {', '.join(SERVICES)}")
     return PatternSpec(
         id=pid,
-        service=service,
+        service=own_service,
         kind=kind,
         counting=counting,
         regex=regex,

@@ -18,7 +18,13 @@ import os
 from datetime import datetime
 
 from hostward.agent.detectors.base import DetectorEvent, Observation
-from hostward.agent.detectors.procmodel import PROCESS_EXEC, PROCESS_EXIT, PROCESS_UID, ProcessExit, ProcessInfo
+from hostward.agent.detectors.procmodel import (
+    PROCESS_EXEC,
+    PROCESS_EXIT,
+    PROCESS_UID,
+    ProcessExit,
+    ProcessInfo,
+)
 from hostward.agent.detectors.threatbase import (
     PolicyGate,
     ProcessRule,
@@ -32,16 +38,63 @@ CODE = "procdet_0002"
 POLICY_KEY = "process_privilege_escalation"
 DEFAULT_SANCTIONED = frozenset(
     {
-        "sudo", "sudoedit", "su", "passwd", "pkexec", "newgrp", "sg", "chsh", "chfn", "gpasswd", "mount",
-        "umount", "ping", "ping6", "chage", "expiry", "crontab", "at", "fusermount", "fusermount3",
-        "ssh-keysign", "dbus-daemon-launch-helper", "polkit-agent-helper-1", "unix_chkpwd", "Xorg.wrap",
-        "ntfs-3g", "pppd", "doas", "mount.nfs", "mount.cifs", "userhelper", "suexec", "staprun",
-        "traceroute6.iputils", "snap-confine", "vmware-user-suid-wrapper", "spice-client-glib-usb-acl-helper",
-        "newuidmap", "newgidmap", "exim4", "exim", "sendmail", "procmail", "ksu",
+        "sudo",
+        "sudoedit",
+        "su",
+        "passwd",
+        "pkexec",
+        "newgrp",
+        "sg",
+        "chsh",
+        "chfn",
+        "gpasswd",
+        "mount",
+        "umount",
+        "ping",
+        "ping6",
+        "chage",
+        "expiry",
+        "crontab",
+        "at",
+        "fusermount",
+        "fusermount3",
+        "ssh-keysign",
+        "dbus-daemon-launch-helper",
+        "polkit-agent-helper-1",
+        "unix_chkpwd",
+        "Xorg.wrap",
+        "ntfs-3g",
+        "pppd",
+        "doas",
+        "mount.nfs",
+        "mount.cifs",
+        "userhelper",
+        "suexec",
+        "staprun",
+        "traceroute6.iputils",
+        "snap-confine",
+        "vmware-user-suid-wrapper",
+        "spice-client-glib-usb-acl-helper",
+        "newuidmap",
+        "newgidmap",
+        "exim4",
+        "exim",
+        "sendmail",
+        "procmail",
+        "ksu",
     }
 )
-TRUSTED_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/lib",
-                "/lib64")
+TRUSTED_DIRS = (
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/lib",
+    "/lib64",
+)
 
 
 def _trusted_dir(path: str) -> bool:
@@ -68,8 +121,9 @@ class PrivilegeEscalationDetector:
         names = set() if settings.get("sanctioned_replace") else set(DEFAULT_SANCTIONED)
         self.sanctioned_names = names | {x for x in extra if "/" not in x}
         self.sanctioned_paths = {x for x in extra if x.startswith("/")}
-        self.whitelist, self.gate.errors = parse_process_rules(settings.get("whitelist"),
-                                                               f"{POLICY_KEY}.whitelist")
+        self.whitelist, self.gate.errors = parse_process_rules(
+            settings.get("whitelist"), f"{POLICY_KEY}.whitelist"
+        )
 
     def sanctioned(self, exe: str) -> bool:
         if not exe:

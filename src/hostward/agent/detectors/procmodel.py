@@ -101,8 +101,13 @@ class ProcessInfo:
     def tree(self) -> list[dict[str, object]]:
         """The process and its parents, for alarm evidence."""
         out: list[dict[str, object]] = [
-            {"pid": self.pid, "exe": self.exe, "cmdline": self.cmdline_str[:1024], "ruid": self.ruid,
-             "euid": self.euid}
+            {
+                "pid": self.pid,
+                "exe": self.exe,
+                "cmdline": self.cmdline_str[:1024],
+                "ruid": self.ruid,
+                "euid": self.euid,
+            }
         ]
         out += [
             {"pid": p.pid, "exe": p.exe, "cmdline": p.cmdline[:1024], "ruid": p.ruid, "euid": p.euid}

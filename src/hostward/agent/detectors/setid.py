@@ -59,7 +59,9 @@ def diff_setid(before: dict[str, SetidEntry], after: dict[str, SetidEntry]) -> l
             out.append((cur, "new"))
         elif cur.bits & ~old.bits:
             out.append((cur, "bits_added"))
-        elif (cur.dev, cur.ino) != (old.dev, old.ino) or (cur.sha256 and old.sha256 and cur.sha256 != old.sha256):
+        elif (cur.dev, cur.ino) != (old.dev, old.ino) or (
+            cur.sha256 and old.sha256 and cur.sha256 != old.sha256
+        ):
             out.append((cur, "replaced"))
     return out
 

@@ -53,7 +53,9 @@ class ShellSnapshot:
     copies: dict[str, ShellCopy] = field(default_factory=dict)
 
 
-def shell_changes(before: ShellSnapshot | None, after: ShellSnapshot) -> list[tuple[str, str, dict[str, Any]]]:
+def shell_changes(
+    before: ShellSnapshot | None, after: ShellSnapshot
+) -> list[tuple[str, str, dict[str, Any]]]:
     """(path, change, evidence) for every abnormal change (pure)."""
     out: list[tuple[str, str, dict[str, Any]]] = []
     if before is not None:
@@ -62,18 +64,42 @@ def shell_changes(before: ShellSnapshot | None, after: ShellSnapshot) -> list[tu
             if old is None:
                 continue
             if stat.S_IMODE(cur.mode) != stat.S_IMODE(old.mode):
-                out.append((path, "permissions", {"old_mode": f"{stat.S_IMODE(old.mode):04o}",
-                                                  "new_mode": f"{stat.S_IMODE(cur.mode):04o}"}))
+                out.append(
+                    (
+                        path,
+                        "permissions",
+                        {
+                            "old_mode": f"{stat.S_IMODE(old.mode):04o}",
+                            "new_mode": f"{stat.S_IMODE(cur.mode):04o}",
+                        },
+                    )
+                )
             if (cur.uid, cur.gid) != (old.uid, old.gid):
-                out.append((path, "owner", {"old_owner": f"{old.uid}:{old.gid}", "new_owner": f"{cur.uid}:{cur.gid}"}))
+                out.append(
+                    (
+                        path,
+                        "owner",
+                        {"old_owner": f"{old.uid}:{old.gid}", "new_owner": f"{cur.uid}:{cur.gid}"},
+                    )
+                )
             if cur.nlink > old.nlink and (cur.dev, cur.ino) == (old.dev, old.ino):
                 out.append((path, "hard_link_added", {"old_nlink": old.nlink, "new_nlink": cur.nlink}))
     seen = before.copies if before is not None else {}
     for path, copy in sorted(after.copies.items()):
         if path in seen and seen[path] == copy:
             continue
-        out.append((path, copy.kind, {"shell": copy.shell, "file_mode": f"{stat.S_IMODE(copy.mode):04o}",
-                                      "file_uid": copy.uid, "file_gid": copy.gid}))
+        out.append(
+            (
+                path,
+                copy.kind,
+                {
+                    "shell": copy.shell,
+                    "file_mode": f"{stat.S_IMODE(copy.mode):04o}",
+                    "file_uid": copy.uid,
+                    "file_gid": copy.gid,
+                },
+            )
+        )
     return out
 
 
@@ -104,8 +130,14 @@ class AbnormalShellDetector:
             state = current.shells.get(path)
             evidence: dict[str, Any] = {"file_path": path, "change": change, **extra}
             if state is not None:
-                evidence.update({"file_hash": state.sha256, "file_mode": f"{stat.S_IMODE(state.mode):04o}",
-                                 "file_uid": state.uid, "file_gid": state.gid})
+                evidence.update(
+                    {
+                        "file_hash": state.sha256,
+                        "file_mode": f"{stat.S_IMODE(state.mode):04o}",
+                        "file_uid": state.uid,
+                        "file_gid": state.gid,
+                    }
+                )
             self.counters["alarms"] += 1
             events.append(
                 make_alarm(

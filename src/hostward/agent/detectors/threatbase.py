@@ -29,7 +29,7 @@ def make_alarm(
         key=new_id(),
         occurred_at=now,
         event_class=code,
-        severity=severity or alarm_class(code).severity,  # type: ignore[arg-type]
+        severity=severity or alarm_class(code).severity,
         title=title[:512],
         fingerprint=fingerprint[:256],
         evidence=evidence,
@@ -109,8 +109,10 @@ class PolicyGate:
 
     def health(self, name: str, counters: dict[str, int], degraded: str = "") -> DetectorHealth:
         if not self.alarming:
-            return DetectorHealth(name=name, status="disabled", reason="protection or policy off",
-                                  counters=counters)
+            return DetectorHealth(
+                name=name, status="disabled", reason="protection or policy off", counters=counters
+            )
         reason = "; ".join([*self.errors, degraded])[:1024].strip("; ")
-        return DetectorHealth(name=name, status="degraded" if reason else "running", reason=reason,
-                              counters=counters)
+        return DetectorHealth(
+            name=name, status="degraded" if reason else "running", reason=reason, counters=counters
+        )

@@ -33,6 +33,7 @@ from hostward.core.net import IPNetwork
 
 TABLE = "hostward"
 PRIORITY = -10
+SYN_ONLY = "tcp flags & (fin | syn | rst | ack) == syn"
 
 
 def _element(network: IPNetwork) -> str:
@@ -95,7 +96,7 @@ class NftEnforcer(Firewall):
                 f"{rule} tcp dport @sshports ip6 saddr @sshallow6 accept",
                 # only connection attempts (SYN): a session that existed before conntrack was active in
                 # this namespace shows up as "new" mid-stream and must survive
-                f"{rule} tcp dport @sshports tcp flags & (fin | syn | rst | ack) == syn ct state new counter drop",
+                f"{rule} tcp dport @sshports {SYN_ONLY} ct state new counter drop",
             ]
         fwd = f"add rule {t} forward"
         lines += [

@@ -129,8 +129,10 @@ class ProcessKiller:
         if pid <= 1:
             raise KillRefused(f"refusing to kill pid {pid}", reason="init")
         if pid in self.protected():
-            raise KillRefused(f"refusing to kill pid {pid}: the agent, one of its parents or the manager",
-                              reason="protected")
+            raise KillRefused(
+                f"refusing to kill pid {pid}: the agent, one of its parents or the manager",
+                reason="protected",
+            )
         try:
             proc = psutil.Process(pid)
             if _is_kernel_thread(proc):
@@ -169,8 +171,10 @@ class ProcessKiller:
             clash = sorted(p.pid for p in tree if p.pid in protected)
             if clash:
                 self._resume(tree)
-                raise KillRefused(f"refusing to kill the tree of {pid}: it contains protected pid(s) {clash}",
-                                  reason="protected")
+                raise KillRefused(
+                    f"refusing to kill the tree of {pid}: it contains protected pid(s) {clash}",
+                    reason="protected",
+                )
             depth = self._depths(root, tree)
             order = sorted(tree, key=lambda p: (-depth.get(p.pid, 0), p.pid))
             killed: list[int] = []
@@ -245,9 +249,18 @@ class ProcessKiller:
             return
         self._db.execute(
             "INSERT INTO kills VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (result.id, (result.at or self.clock.now()).isoformat(), result.root_pid, result.exe,
-             result.cmdline, uid, alarm_id, json.dumps(result.killed), json.dumps(result.gone),
-             json.dumps({str(k): v for k, v in result.failed.items()})),
+            (
+                result.id,
+                (result.at or self.clock.now()).isoformat(),
+                result.root_pid,
+                result.exe,
+                result.cmdline,
+                uid,
+                alarm_id,
+                json.dumps(result.killed),
+                json.dumps(result.gone),
+                json.dumps({str(k): v for k, v in result.failed.items()}),
+            ),
         )
 
     def ledger(self) -> list[dict[str, object]]:

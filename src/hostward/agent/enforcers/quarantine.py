@@ -20,6 +20,7 @@ the injected whitelist predicate accepts.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
@@ -33,8 +34,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-
-import fcntl
 
 from hostward.agent.errors import AgentError
 from hostward.agent.state.db import ensure_private_dir, open_db
@@ -299,7 +298,9 @@ class QuarantineVault:
             except FileNotFoundError as exc:
                 raise QuarantineError(f"{spath}: no such file") from exc
             except OSError as exc:
-                raise IsolationRefused(f"{spath}: cannot open: {exc.strerror or exc}", reason="unreadable") from exc
+                raise IsolationRefused(
+                    f"{spath}: cannot open: {exc.strerror or exc}", reason="unreadable"
+                ) from exc
             tmp: Path | None = None
             try:
                 st = os.fstat(fd)
@@ -353,11 +354,23 @@ class QuarantineVault:
                 detail="",
             )
             self._db.execute(
-                "INSERT INTO isolated (id, sha256, original_path, uid, gid, mode, size, mtime_ns, isolated_at,"
+                "INSERT INTO isolated (id, sha256, original_path, uid, gid, mode, size, mtime_ns,"
+                " isolated_at,"
                 " expires_at, alarm_id, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (entry.id, sha, os.fsencode(spath), st.st_uid, st.st_gid, st.st_mode, st.st_size,
-                 st.st_mtime_ns, now.isoformat(), entry.expires_at.isoformat() if entry.expires_at else None,
-                 alarm_id, "isolated"),
+                (
+                    entry.id,
+                    sha,
+                    os.fsencode(spath),
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_mode,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    now.isoformat(),
+                    entry.expires_at.isoformat() if entry.expires_at else None,
+                    alarm_id,
+                    "isolated",
+                ),
             )
             return entry
 
@@ -468,10 +481,14 @@ class QuarantineVault:
         """Delete isolated files past their retention; returns the entries deleted."""
         now = self.clock.now().isoformat()
         with self._lock:
-            ids = [r[0] for r in self._db.execute(
-                "SELECT id FROM isolated WHERE status='isolated' AND expires_at IS NOT NULL AND expires_at <= ?",
-                (now,),
-            )]
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM isolated WHERE status='isolated' AND expires_at IS NOT NULL"
+                    " AND expires_at <= ?",
+                    (now,),
+                )
+            ]
             return [self.delete(i) for i in ids]
 
     def _release_blob(self, sha: str) -> None:

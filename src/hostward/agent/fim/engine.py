@@ -75,6 +75,8 @@ class FimEngine:
         self._deferred: dict[bytes, float] = {}
         self._processes: dict[bytes, ProcessInfo] = {}
         self._baselined = store.baselined_roots()
+        self._entries = store.count()
+        self._unreadable = store.count_errors()
         self.last_stats: ScanStats | None = None
         self.counters: dict[str, int] = {"checks": 0, "changes": 0, "package_updates": 0, "deferred": 0}
         self.set_roots(store.roots() if roots is None else roots)
@@ -133,6 +135,8 @@ class FimEngine:
             )
             self._baselined = {r.path for r in rootset}
             self._deferred.clear()
+            self._entries = len(result.rows)
+            self._unreadable = result.stats.errors
             self.last_stats = result.stats
             return result.stats
 
@@ -168,6 +172,7 @@ class FimEngine:
             if update:
                 upserts = [row for p, row in current.items() if previous.get(p) != row]
                 self._write(
+                    previous,
                     upserts,
                     deletes,
                     deferred,
@@ -177,6 +182,8 @@ class FimEngine:
                     drop_roots=[p for p in self._baselined if p not in rootset],
                 )
                 self._baselined = {r.path for r in rootset}
+            if update:
+                self._unreadable = self.store.count_errors()
             self.counters["checks"] += 1
             self._count(changes)
             self.last_stats = result.stats
@@ -243,7 +250,7 @@ class FimEngine:
             deletes = [p for p in previous if p not in current]
             now_racy = racy_paths(current.values(), time.time_ns(), scanner.racy_ns)
             touched = set(previous) | set(current)
-            self._write(upserts, deletes, deferred, racy & touched, now_racy)
+            self._write(previous, upserts, deletes, deferred, racy & touched, now_racy)
             self._count(changes)
             return changes
 
@@ -277,6 +284,7 @@ class FimEngine:
 
     def _write(
         self,
+        previous: Mapping[bytes, Row],
         upserts: list[Row],
         deletes: list[bytes],
         deferred: set[bytes],
@@ -288,6 +296,8 @@ class FimEngine:
             upserts = [r for r in upserts if r[P_PATH] not in deferred]
             deletes = [p for p in deletes if p not in deferred]
         self.store.apply(upserts, deletes, racy_drop=old_racy - new_racy, racy_add=new_racy - old_racy, **kw)
+        # ``previous`` holds every recorded path among these rows: the rest are new entries.
+        self._entries += sum(1 for r in upserts if r[P_PATH] not in previous) - len(deletes)
 
     def _count(self, changes: list[Change]) -> None:
         self.counters["changes"] += len(changes)
@@ -367,21 +377,21 @@ class FimEngine:
         return kept, deferred
 
     def health(self) -> FimHealth:
-        with self._lock:
-            reasons: list[str] = []
-            entries = self.store.count()
-            missing = sum(1 for r in self.rootset if r.path not in self._baselined)
-            errors = self.last_stats.errors if self.last_stats else 0
-            if self.packages is None:
-                reasons.append("no package database: package updates are reported as changes")
-            if self._deferred:
-                reasons.append(f"{len(self._deferred)} changes deferred while the package manager runs")
-            counters = dict(self.counters)
-            counters.update(
-                entries=entries,
-                roots=len(self.rootset),
-                roots_pending=missing,
-                unreadable=errors,
-                deferred_now=len(self._deferred),
-            )
-            return FimHealth("running", reasons, counters)
+        """Counters and reasons; never waits for a running check (reads only values kept in memory)."""
+        reasons: list[str] = []
+        baselined = self._baselined
+        missing = sum(1 for r in self.rootset if r.path not in baselined)
+        deferred = len(self._deferred)
+        if self.packages is None:
+            reasons.append("no package database: package updates are reported as changes")
+        if deferred:
+            reasons.append(f"{deferred} changes deferred while the package manager runs")
+        counters = dict(self.counters)
+        counters.update(
+            entries=self._entries,
+            roots=len(self.rootset),
+            roots_pending=missing,
+            unreadable=self._unreadable,
+            deferred_now=deferred,
+        )
+        return FimHealth("running", reasons, counters)

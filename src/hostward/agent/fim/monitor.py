@@ -12,6 +12,8 @@ by the realtime watcher are passed to ``emit`` as ``Observation("fim_changes", c
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +24,11 @@ from hostward.agent.fim.diff import Change
 from hostward.agent.fim.engine import CheckResult, FimEngine
 from hostward.agent.fim.pkgdb import PackageIndex, system_index
 from hostward.agent.fim.scan import Scanner
-from hostward.agent.fim.store import BaselineStore
+from hostward.agent.fim.store import BaselineError, BaselineStore
 from hostward.agent.fim.watch import FimWatcher
 from hostward.wire import DetectorHealth
+
+log = logging.getLogger(__name__)
 
 
 class FimMonitor:
@@ -50,6 +54,7 @@ class FimMonitor:
         self._policy: FimPolicy | None = None
         self._lock = threading.Lock()
         self._error = ""
+        self._notice = ""
 
     def configure(self, policy: FimPolicy) -> None:
         """Apply a policy: roots, throttle, realtime on/off. Idempotent; cheap when nothing changed."""
@@ -62,8 +67,7 @@ class FimMonitor:
                 return
             scanner = Scanner(workers=policy.workers, rate=policy.rate_bytes_per_s)
             if self._engine is None:
-                self.db_path.parent.mkdir(parents=True, exist_ok=True)
-                store = BaselineStore.open(self.db_path, create=True)
+                store = self._open_store()
                 self._engine = FimEngine(store, policy.roots, scanner=scanner, packages=self._packages)
             else:
                 self._engine.scanner = scanner
@@ -77,6 +81,26 @@ class FimMonitor:
                 except OSError as exc:
                     self._error = f"realtime watch unavailable: {exc}"
                     self._watcher = None
+
+    def _open_store(self) -> BaselineStore:
+        """The baseline; one that cannot be read (corrupt, older schema) is set aside and rebuilt."""
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return BaselineStore.open(self.db_path, create=True)
+        except BaselineError as exc:
+            aside = self.db_path.with_name(self.db_path.name + ".unreadable")
+            log.warning("fim: %s; moved to %s, building a new baseline", exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{self.db_path}{suffix}")
+                if src.exists():
+                    os.replace(src, f"{aside}{suffix}")
+            self._notice = f"previous baseline unreadable ({exc}); rebuilt (first check is silent)"
+            return BaselineStore.open(self.db_path, create=True)
+
+    @property
+    def engine(self) -> FimEngine | None:
+        """The engine once configured (accepting changes, per-path checks), else None."""
+        return self._engine
 
     def check(self, *, full: bool = False, cancel: threading.Event | None = None) -> CheckResult | None:
         """One check of every root (None when FIM is disabled); changes are emitted as an observation."""
@@ -115,6 +139,8 @@ class FimMonitor:
             return DetectorHealth(name=self.name, status="disabled")
         engine_health = self._engine.health()
         reasons = list(engine_health.reasons)
+        if self._notice:
+            reasons.append(self._notice)
         counters = dict(engine_health.counters)
         status = "running"
         if self._error:

@@ -111,6 +111,11 @@ def stat_key(row: Row) -> bytes:
     return _KEY.pack(row[P_INO], row[P_SIZE], row[P_MTIME], row[P_CTIME], row[P_MODE], row[P_UID], row[P_GID])
 
 
+def unpack_stat_key(key: bytes) -> tuple[int, int, int, int, int, int, int]:
+    """(ino, size, mtime_ns, ctime_ns, mode, uid, gid) from ``stat_key``."""
+    return _KEY.unpack(key)
+
+
 class Throttle:
     """Token bucket in bytes per second shared by the scan workers (keeps the agent in its budget)."""
 
@@ -518,6 +523,10 @@ class _Walk:
         ignore = root.ignore
         quick = self.keys is not None
         same = self.same
+        keys_get = (self.keys if self.keys is not None else {}).get
+        pack = _KEY.pack
+        racy = self.racy
+        unchanged_add = self.unchanged.add
         cancel = self.cancel
         stack = [root.path]
         while stack:
@@ -557,14 +566,26 @@ class _Walk:
                                     out[path] = row
                         elif e.is_file(follow_symlinks=False):
                             if quick:
+                                # Inlined ``same()``: this is the per-file cost of a quick check.
                                 try:
-                                    self.file(path, e.stat(follow_symlinks=False))
+                                    fst = e.stat(follow_symlinks=False)
                                 except OSError:
                                     continue  # vanished
-                            else:
-                                self.batch.append(path)
-                                if len(self.batch) >= BATCH:
-                                    self.flush()
+                                if keys_get(path) == pack(
+                                    fst.st_ino,
+                                    fst.st_size,
+                                    fst.st_mtime_ns,
+                                    fst.st_ctime_ns,
+                                    fst.st_mode,
+                                    fst.st_uid,
+                                    fst.st_gid,
+                                ) and (not racy or path not in racy):
+                                    unchanged_add(path)
+                                    continue
+                            batch = self.batch
+                            batch.append(path)
+                            if len(batch) >= BATCH:
+                                self.flush()
                         else:
                             try:
                                 est = e.stat(follow_symlinks=False)

@@ -27,15 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hostward.agent.collectors.logtail import LogSource, LogWatch, discover_sources, parse_log_source
+from hostward.agent.collectors.logsources import LogSource, discover_sources, parse_log_source
+from hostward.agent.collectors.logtail import LogWatch
 from hostward.agent.commands import failed, succeeded
-from hostward.agent.detectors.bruteforce import (
-    SUCCESSFUL_LOGIN,
-    BruteForceDetector,
-    BruteForceSettings,
-    SafetyList,
-    Verdict,
-)
+from hostward.agent.detectors.bruteforce import SUCCESSFUL_LOGIN, BruteForceDetector, Verdict
+from hostward.agent.detectors.loginrules import BruteForceSettings, SafetyList
 from hostward.agent.detectors.logparse import LoginEvent, LogParser
 from hostward.agent.enforcers.blockledger import BlockEntry, BlockLedger
 from hostward.agent.enforcers.firewall import Firewall, FirewallError, sshd_ports
@@ -194,6 +190,7 @@ class LoginSecurity:
         self._firewall_tried = False
         self._applied: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
         self._torn_down = False
+        self._safe = SafetyList()
         self._safety_at = 0.0
         self._verify_at = 0.0
         self.source_errors: list[str] = []
@@ -264,9 +261,11 @@ class LoginSecurity:
         while not self._stop.is_set():
             try:
                 self.step(POLL_TIMEOUT_S)
+                self.failure = ""
             except Exception as exc:
                 log.exception("login security step failed")
                 self.failure = f"{type(exc).__name__}: {exc}"
+                self.counters["errors"] = self.counters.get("errors", 0) + 1
                 self._stop.wait(1.0)
 
     def setup(self) -> None:
@@ -345,7 +344,7 @@ class LoginSecurity:
 
     def _apply_blocks(self, verdict: Verdict, now: float) -> list[AlarmEvent | RecordEvent]:
         records: list[AlarmEvent | RecordEvent] = []
-        firewall = self.firewall if self.desired.block else None
+        firewall = self._sync_firewall() if self.desired.block else None
         if firewall is None:
             errors = {str(parse_network(b.network)): "no usable firewall" for b in verdict.blocks}
         else:
@@ -436,17 +435,25 @@ class LoginSecurity:
                     manager=safety.manager_addresses(self.manager_url), own=safety.own_addresses()
                 )
             self.detector.configure(desired.settings, safe)
+            self._safe = safe
             if not desired.firewall:
                 self._lift_all("protection_off")
                 return
-            firewall = self._firewall()
-            if firewall is None:
-                return
-            networks = sorted({str(n) for n in safe.networks()})
-            ssh = sorted(desired.ssh_whitelist) or None
-            signature = (tuple(networks), tuple(ssh) if ssh is not None else None)
-            if signature == self._applied:
-                return
+            # Our table is created when there is something to enforce (an SSH whitelist, a block), so a
+            # host that was never attacked carries no rules of ours.
+            active = self.ledger is not None and bool(self.ledger.active(now))
+            if desired.ssh_whitelist or active or self.firewall is not None:
+                self._sync_firewall()
+
+    def _sync_firewall(self) -> Firewall | None:
+        """The firewall, created if needed, with the current safety list and SSH whitelist written."""
+        firewall = self._firewall()
+        if firewall is None:
+            return None
+        networks = sorted({str(n) for n in self._safe.networks()})
+        ssh = sorted(self.desired.ssh_whitelist) or None
+        signature = (tuple(networks), tuple(ssh) if ssh is not None else None)
+        if signature != self._applied:
             try:
                 firewall.safety = [parse_network(n) for n in networks]
                 firewall.set_ssh_whitelist(ssh)  # writes the safety set too (one configuration)
@@ -461,6 +468,7 @@ class LoginSecurity:
                 self._applied = None
                 self.enforcer_error = str(exc)[:500]
                 log.error("login security firewall: %s", exc)
+        return firewall
 
     def _firewall(self) -> Firewall | None:
         if self.firewall is None and not self._firewall_tried and self.ledger is not None:
@@ -563,6 +571,11 @@ class LoginSecurity:
             f"{network} unblocked" if gone else f"{network} was not in the firewall", network=network
         )
 
+    def health_entries(self) -> list[DetectorHealth]:
+        """For the heartbeat: nothing while login security is off here and nothing went wrong."""
+        health = self.health()
+        return [] if health.status == "disabled" else [health]
+
     def health(self) -> DetectorHealth:
         parsed: dict[str, int] = {}
         for parser in list(self.parsers.values()):
@@ -586,8 +599,12 @@ class LoginSecurity:
             **self.counters,
         }
         desired = self.desired
-        backend = self.firewall.backend if self.firewall is not None else "none"
-        notes = [f"enforcer {backend}"]
+        if self.firewall is not None:
+            notes = [f"enforcer {self.firewall.backend}"]
+        elif desired.firewall and not self.enforcer_error:
+            notes = ["enforcer idle (rules are created at the first block)"]
+        else:
+            notes = ["enforcer none"]
         if desired.ssh_whitelist and desired.firewall:
             notes.append(f"SSH whitelist {len(desired.ssh_whitelist)} entries")
         problems = [p for p in (self.failure, self.enforcer_error, desired.error, *self.source_errors) if p]

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from hostward.agent.collectors.sessions import session_sources
+
 log = logging.getLogger(__name__)
 
 ADMIN_GROUPS = ("sudo", "wheel", "admin", "root")
@@ -158,12 +160,7 @@ def sshd_session_sources(admins: Iterable[str]) -> list[str]:
 def admin_session_sources(root: Path = Path("/")) -> list[str]:
     """Where the administrators' current sessions come from (utmp and live sshd sessions)."""
     admins = administrators(root)
-    out: list[str] = []
-    with contextlib.suppress(OSError, psutil.Error):
-        for user in psutil.users():
-            address = _host_address(user.host or "")
-            if address and user.name in admins and address not in out:
-                out.append(address)
+    out = list(session_sources(admins))
     for address in sshd_session_sources(admins):
         if address not in out:
             out.append(address)

@@ -6,8 +6,9 @@ httpx errors never leave this module: they become ``ManagerUnavailable`` (retry 
 
 from __future__ import annotations
 
+import json
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,15 +97,8 @@ class AgentClient:
             raise ManagerUnavailable(f"{what}: timed out") from exc
         except httpx.HTTPError as exc:
             raise ManagerUnavailable(f"{what}: {exc or type(exc).__name__}") from exc
-        status = resp.status_code
-        if status < 400:
-            return resp
-        reason = _error_message(resp)
-        if status in (401, 403):
-            raise AuthRejected(f"{what}: {status} {reason}", status=status)
-        if status == 429 or status >= 500 or status == 408:
-            raise ManagerUnavailable(f"{what}: {status} {reason}", status=status)
-        raise RequestRejected(f"{what}: {status} {reason}", status=status)
+        _raise_for_status(resp, what)
+        return resp
 
     @staticmethod
     def _parse(resp: httpx.Response, model: type[_R]) -> _R:
@@ -153,7 +147,51 @@ class AgentClient:
         return self._parse(self._request("GET", "/policy"), PolicyBundle)
 
 
+    def vuln_advisories(self, packages: Sequence[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+        """The advisories about ``packages`` ((family, name) pairs), streamed one object at a time.
+
+        ``RequestRejected`` with status 404 when the manager has no vulnerability feed.
+        """
+        what = f"POST {self.base_url}/vulns/advisories"
+        body = json.dumps({"packages": [list(p) for p in packages]}).encode()
+        try:
+            with self._http.stream(
+                "POST",
+                "/vulns/advisories",
+                content=body,
+                headers=_JSON,
+                timeout=httpx.Timeout(max(self.timeout, 60.0), connect=min(self.timeout, 10.0)),
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for_status(resp, what)
+                for line in resp.iter_lines():
+                    if line.strip():
+                        item = json.loads(line)
+                        if isinstance(item, dict):
+                            yield item
+        except httpx.TimeoutException as exc:
+            raise ManagerUnavailable(f"{what}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise ManagerUnavailable(f"{what}: {exc or type(exc).__name__}") from exc
+        except ValueError as exc:
+            raise ManagerUnavailable(f"{what}: a line of the answer is not JSON") from exc
+
+
 _JSON = {"Content-Type": "application/json"}
+
+
+def _raise_for_status(resp: httpx.Response, what: str) -> None:
+    """Map an error status to the agent's transport errors (2xx/3xx pass)."""
+    status = resp.status_code
+    if status < 400:
+        return
+    reason = _error_message(resp)
+    if status in (401, 403):
+        raise AuthRejected(f"{what}: {status} {reason}", status=status)
+    if status == 429 or status >= 500 or status == 408:
+        raise ManagerUnavailable(f"{what}: {status} {reason}", status=status)
+    raise RequestRejected(f"{what}: {status} {reason}", status=status)
 
 
 def _error_message(resp: httpx.Response) -> str:

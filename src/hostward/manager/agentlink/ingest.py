@@ -55,6 +55,7 @@ RECORD_HANDLERS: dict[str, RecordHandler] = {}
 BUILTIN_RECORD_MODULES: tuple[str, ...] = (
     "hostward.manager.loginsec.records",
     "hostward.manager.fim.records",
+    "hostward.manager.risk.records",
 )
 
 _H = TypeVar("_H", bound=RecordHandler)

@@ -93,6 +93,9 @@ def heartbeat(req: HeartbeatRequest, key: AgentKey, ctx: Ctx) -> HeartbeatRespon
         return agentlink.heartbeat(s, server, req, now, ctx.settings)
 
 
+_DISCONNECT_CHECK_S = 5.0
+
+
 @router.get("/commands")
 async def poll_commands(
     request: Request,
@@ -102,7 +105,7 @@ async def poll_commands(
 ) -> CommandsResponse:
     server_id, commands = await run_in_threadpool(_authenticate_and_claim, ctx, key)
     hold = min(wait, float(ctx.settings.long_poll_seconds))
-    if commands or hold <= 0:
+    if commands or hold <= 0 or ctx.wakeups.closing:
         return CommandsResponse(commands=commands)
     sweeper: CommandSweeper | None = getattr(request.app.state, "command_sweeper", None)
     if sweeper is not None:
@@ -114,12 +117,15 @@ async def poll_commands(
         deadline = loop.time() + hold
         while (remaining := deadline - loop.time()) > 0:
             try:
-                await asyncio.wait_for(woken.wait(), remaining)
+                # Wake at least every few seconds to notice an agent that hung up.
+                await asyncio.wait_for(woken.wait(), min(remaining, _DISCONNECT_CHECK_S))
             except TimeoutError:
-                break
+                if await request.is_disconnected():
+                    break
+                continue
             woken.clear()
             # Commands claimed for an agent that already hung up would be marked delivered and lost.
-            if await request.is_disconnected():
+            if ctx.wakeups.closing or await request.is_disconnected():
                 break
             commands = await run_in_threadpool(_claim, ctx, server_id)
             if commands:

@@ -92,20 +92,26 @@ def build_console(ctx: ManagerContext) -> FastAPI:
     from hostward.manager.console.pages import (
         agents,
         alarms,
+        baseline,
         dashboard,
         fim,
         history,
         login,
+        loginsec,
         policies,
         quotas,
         server_detail,
         servers,
+        vulns,
     )
 
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     console.state.ctx = ctx
     console.state.templates = _templates()
-    for module in (login, dashboard, servers, server_detail, quotas, agents, fim, alarms, policies, history):
+    for module in (
+        login, dashboard, servers, server_detail, quotas, agents, vulns, baseline, fim, alarms, loginsec,
+        policies, history,
+    ):  # fmt: skip
         console.include_router(module.router)
     console.mount("/static", StaticFiles(directory=str(static_dir())), name="static")
     console.add_middleware(SecurityHeaders)

@@ -4,6 +4,7 @@ from hostward.manager.agentlink.models import AgentCommand, AgentCredential, Enr
 from hostward.manager.alarms.models import Alarm, AlarmWhitelistRule
 from hostward.manager.audit.models import AuditRecord
 from hostward.manager.auth.models import ApiToken, LoginAttempt, User
+from hostward.manager.baseline.models import BaselineCheckResult, WeakPassword
 from hostward.manager.db.base import Base
 from hostward.manager.fim.models import FimChange
 from hostward.manager.loginsec.models import (
@@ -15,10 +16,18 @@ from hostward.manager.loginsec.models import (
 from hostward.manager.policies.models import Policy, PolicyGroup
 from hostward.manager.quotas.models import Quota
 from hostward.manager.regions.models import Region
+from hostward.manager.risk.models import RiskServerState, ScoreSnapshot
 from hostward.manager.scans.models import Scan
 from hostward.manager.scheduler.models import Job, PeriodicTask
 from hostward.manager.servers.models import AssetSnapshotRow, Server, ServerGroup
 from hostward.manager.settings_store.models import GlobalSetting
+from hostward.manager.vulns.models import (
+    VulnAdvisory,
+    VulnAdvisoryPackage,
+    VulnFeed,
+    VulnFinding,
+    VulnWhitelistRule,
+)
 
 __all__ = [
     "AgentCommand",
@@ -29,6 +38,7 @@ __all__ = [
     "AssetSnapshotRow",
     "AuditRecord",
     "Base",
+    "BaselineCheckResult",
     "BlockedIp",
     "EnrollmentToken",
     "FimChange",
@@ -43,9 +53,17 @@ __all__ = [
     "PolicyGroup",
     "Quota",
     "Region",
+    "RiskServerState",
     "Scan",
+    "ScoreSnapshot",
     "Server",
     "ServerGroup",
     "SshIpWhitelistEntry",
     "User",
+    "VulnAdvisory",
+    "VulnAdvisoryPackage",
+    "VulnFeed",
+    "VulnFinding",
+    "VulnWhitelistRule",
+    "WeakPassword",
 ]

@@ -30,13 +30,13 @@ DEFAULT_RATE = 32 * 1024 * 1024
 
 def clean_path(value: str, what: str = "path") -> str:
     """An absolute, normalised path; raises ValueError with the reason otherwise."""
-    value = value.strip()
+    if any(c in value for c in "\0\n\r"):
+        raise ValueError(f"{what} contains a NUL or line break")
+    value = value.strip(" \t")
     if not value:
         raise ValueError(f"{what} is empty")
     if len(value) > MAX_PATH:
         raise ValueError(f"{what} is longer than {MAX_PATH} characters")
-    if any(c in value for c in "\0\n\r"):
-        raise ValueError(f"{what} contains a NUL or line break")
     if not value.startswith("/"):
         raise ValueError(f"{what} {value!r} is not absolute")
     if any(part == ".." for part in value.split("/")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -21,7 +22,7 @@ from hostward.manager.servers.models import Server
 
 router = APIRouter(tags=["fim"])
 
-Text = Query(default=None, max_length=256)
+Text = Annotated[str | None, Query(max_length=256)]
 
 
 def _host_out(row: service.HostRow) -> FimHostOut:
@@ -42,7 +43,7 @@ def _host_out(row: service.HostRow) -> FimHostOut:
 
 
 @router.get("/fim/statistics", response_model=FimStatisticsOut)
-def fim_statistics(_p: Reader, ctx: Ctx, region: str | None = Text) -> FimStatisticsOut:
+def fim_statistics(_p: Reader, ctx: Ctx, region: Text = None) -> FimStatisticsOut:
     with ctx.uow() as session:
         return FimStatisticsOut(**service.statistics(session, region=region))
 
@@ -51,8 +52,8 @@ def fim_statistics(_p: Reader, ctx: Ctx, region: str | None = Text) -> FimStatis
 def list_hosts(
     _p: Reader,
     ctx: Ctx,
-    region: str | None = Text,
-    q: str | None = Text,
+    region: Text = None,
+    q: Text = None,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),
 ) -> Page[FimHostOut]:
@@ -67,12 +68,12 @@ def list_hosts(
 def list_changes(
     _p: Reader,
     ctx: Ctx,
-    server_id: str | None = Text,
-    region: str | None = Text,
-    action: str | None = Text,
-    classification: str | None = Text,
-    change_type: str | None = Text,
-    q: str | None = Text,
+    server_id: Text = None,
+    region: Text = None,
+    action: Text = None,
+    classification: Text = None,
+    change_type: Text = None,
+    q: Text = None,
     since: datetime | None = None,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),

@@ -111,13 +111,14 @@ def put_geolocation(
     for row in table:
         network = str(row.get("network", "")).strip()
         location = " ".join(str(row.get("location", "")).split())
+        loginsec.no_controls(location, "location table")
         nets = parse_item(network, "location table")
         if len(nets) != 1:
             raise Invalid(f"location table entry {network!r}: one CIDR per row")
         if not location or len(location) > 128:
             raise Invalid(f"location table entry {network!r}: location must have 1-128 characters")
         rows.append({"network": str(nets[0]), "location": location})
-    path = mmdb_path.strip()
+    path = loginsec.no_controls(mmdb_path.strip(), "location database")
     if path and not os.path.isabs(path):
         raise Invalid(f"location database {path!r}: give an absolute path")
     value = {"mmdb_path": path, "table": rows}

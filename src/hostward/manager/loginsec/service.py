@@ -205,12 +205,20 @@ def list_login_whitelist(session: Session, server_id: str | None = None) -> list
     return [e for e in entries if e.server_ids is None or server_id in e.server_ids]
 
 
+def no_controls(value: str, what: str) -> str:
+    """Control characters (NUL above all: PostgreSQL refuses it) have no place in names and remarks."""
+    if any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in value):
+        raise Invalid(f"{what}: control characters are not allowed")
+    return value
+
+
 def _check_username(username: str | None) -> str | None:
     if username is None:
         return None
     value = username.strip()
     if not value:
         return None
+    no_controls(value, "login whitelist user name")
     if len(value) > 64 or any(c.isspace() or c in ",:;" for c in value):
         raise Invalid(f"login whitelist user name {value[:64]!r}: 1-64 characters without spaces")
     return value
@@ -245,7 +253,7 @@ def add_login_whitelist(
         ip_text=", ".join(items)[:2048],
         networks=networks,
         username=user,
-        remarks=remarks[:1000],
+        remarks=no_controls(remarks, "remarks")[:1000],
         source_alarm_id=source_alarm_id,
         created_by=actor,
         created_at=now,
@@ -364,7 +372,7 @@ def put_ssh_whitelist(
             raise Invalid(f"SSH login IP whitelist entry {text!r}: listed twice")
         wanted[key] = {
             "enabled": bool(item.get("enabled", True)),
-            "remarks": str(item.get("remarks") or "")[:255],
+            "remarks": no_controls(str(item.get("remarks") or ""), "remarks")[:255],
         }
     current = {e.network: e for e in ssh_whitelist(session, server_id)}
     before = sorted((n, e.enabled) for n, e in current.items())
@@ -428,6 +436,7 @@ def put_common_locations(session: Session, items: list[str], *, actor: str, now:
         name = " ".join(str(item).split())
         if not name:
             continue
+        no_controls(name, "common login location")
         if len(name) > 128 or any(c in name for c in "<>\"'`;"):
             raise Invalid(f"common login location {name[:128]!r}: 1-128 characters, a country or region name")
         if name.casefold() not in {v.casefold() for v in values}:
@@ -484,6 +493,7 @@ def handle_login_alarms(
     its server; the alarm's status does not change)."""
     if action not in LOGIN_ALARM_ACTIONS:
         raise Invalid(f"action must be one of {', '.join(LOGIN_ALARM_ACTIONS)}")
+    no_controls(remark, "remark")
     if not alarm_ids or len(alarm_ids) > MAX_BATCH:
         raise Invalid(f"alarm_ids: 1 to {MAX_BATCH} ids")
     outcomes = []

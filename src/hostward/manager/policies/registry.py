@@ -12,6 +12,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hostward.core.errors import Invalid
+from hostward.manager.baseline.policy import (
+    CONFIG_CHECK_EDITIONS,
+    CONFIG_CHECK_POLICY,
+    WEAK_PASSWORD_POLICY,
+    ConfigCheckSettings,
+    WeakPasswordSettings,
+)
 from hostward.manager.fim.policy import FIM_EDITIONS, FileProtectionSettings
 from hostward.manager.fim.policy import POLICY_KEY as FILE_PROTECTION
 from hostward.manager.loginsec.policy import POLICY_KEY as LOGIN_SECURITY
@@ -93,6 +100,22 @@ _SPECS: list[PolicySpec] = [
         description="Brute-force detection on SSH, FTP and MySQL logs (login_0001, login_0002 when a success "
         "follows) with firewall blocking of the source (enterprise, premium, WTP; basic only alarms); "
         "successful-login reports (login_1001).",
+    ),
+    PolicySpec(
+        key=WEAK_PASSWORD_POLICY,
+        title="Weak password detection",
+        editions=EDITION_ORDER,
+        settings_model=WeakPasswordSettings,
+        description="Scans check local password hashes against common, custom and username-derived "
+        "passwords on the host (throttled; only user names reach the manager); alarm login_1003.",
+    ),
+    PolicySpec(
+        key=CONFIG_CHECK_POLICY,
+        title="Configuration check",
+        editions=CONFIG_CHECK_EDITIONS,
+        settings_model=ConfigCheckSettings,
+        description="Scans run the baseline checks (SSH, password policy, file permissions, kernel "
+        "network parameters, unnecessary services, nginx) and report unsafe settings.",
     ),
 ]
 

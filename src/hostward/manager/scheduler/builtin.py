@@ -18,6 +18,8 @@ QUOTA_STATUS_REFRESH_S = 60
 SCAN_TIMEOUTS_S = 30
 DAILY_SCANS_S = 60
 RETENTION_S = 3600
+VULN_SCANS_S = 60
+RISK_RETENTION_S = 3600
 
 
 def agent_status_sweep(session: Session, now: datetime, settings: ManagerSettings) -> object:
@@ -55,6 +57,20 @@ def retention(session: Session, now: datetime, settings: ManagerSettings) -> obj
     return purge_expired(session, now, settings)
 
 
+def vuln_scans(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Queue scheduled vulnerability scans (weekly by default, window 00:00-07:00 server time)."""
+    from hostward.manager.vulns.schedule import plan_vuln_scans
+
+    return plan_vuln_scans(session, now, settings)
+
+
+def risk_retention(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Fixed vulnerabilities stay listed 7 days, then go."""
+    from hostward.manager.vulns.service import purge_fixed
+
+    return purge_fixed(session, now)
+
+
 def builtin_registry() -> Registry:
     """A registry holding every built-in periodic task (the manager defines no job kinds yet)."""
     registry = Registry()
@@ -63,4 +79,6 @@ def builtin_registry() -> Registry:
     registry.add_periodic("scan_timeouts", SCAN_TIMEOUTS_S, scan_timeouts)
     registry.add_periodic("daily_scans", DAILY_SCANS_S, daily_scans)
     registry.add_periodic("retention", RETENTION_S, retention)
+    registry.add_periodic("vuln_scans", VULN_SCANS_S, vuln_scans)
+    registry.add_periodic("risk_retention", RISK_RETENTION_S, risk_retention)
     return registry

@@ -1,0 +1,1 @@
+"""Baseline checks: unsafe configuration per check and server, weak passwords, password complexity."""

@@ -1,0 +1,1 @@
+"""Alarm notifications: real-time and daily summary, by e-mail (SMTP) and webhook."""

@@ -1,0 +1,1 @@
+"""Vulnerability management: imported feeds, findings per server, whitelist, scheduled scans."""
