@@ -45,6 +45,7 @@ class Stats:
     enroll_ms: list[float] = field(default_factory=list)
     enroll_errors: Counter[str] = field(default_factory=Counter)
     hb_ms: list[float] = field(default_factory=list)
+    hb_at: list[float] = field(default_factory=list)  # start, s after the window opened
     hb_lag_ms: list[float] = field(default_factory=list)
     hb_scheduled: int = 0
     hb_errors: Counter[str] = field(default_factory=Counter)
@@ -192,6 +193,7 @@ class Worker:
         s = self.stats
         return {
             "hb_ms": s.hb_ms,
+            "hb_at": s.hb_at,
             "hb_lag_ms": s.hb_lag_ms,
             "hb_scheduled": s.hb_scheduled,
             "hb_errors": dict(s.hb_errors),
@@ -283,6 +285,7 @@ class Worker:
             self.stats.hb_lag_ms.append((start - due) * 1000)
             if status == 200:
                 self.stats.hb_ms.append((loop.time() - start) * 1000)
+                self.stats.hb_at.append(start - t0)
 
     async def _event_loop(self, agent: SimAgent, t0: float, t1: float) -> None:
         loop = asyncio.get_running_loop()

@@ -43,6 +43,7 @@ from _harness import (
     latency_line,
     postgres_database,
     postgres_processes,
+    priority,
     running_manager,
     tail,
     temp_dir,
@@ -105,6 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         metavar="PATH",
         help="record the manager with py-spy --gil during the window (collapsed stacks; pip install py-spy)",
+    )
+    ap.add_argument("--dump", metavar="PATH", help="write every heartbeat (start s, latency ms) as CSV")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run manager, load generator and PostgreSQL at this niceness (e.g. -10 on a shared machine)",
     )
     ap.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (manager log, data)")
@@ -302,6 +310,11 @@ def report(
     target_rate = agents / args.interval
     rate = hb_ok / args.duration
     hb_text, hb = latency_line(hb_ms)
+    if args.dump:
+        with open(args.dump, "w") as fh:
+            fh.write("start_s,latency_ms\n")
+            for r in results:
+                fh.writelines(f"{a:.3f},{m:.2f}\n" for a, m in zip(r["hb_at"], r["hb_ms"], strict=True))
     polls_at_end = sum(r["polls_open_at_end"] for r in results)
     samples = [sum(s) for s in zip(*(r["polls_open_samples"] for r in results), strict=False)]
     live = sum(r["live"] for r in results)
@@ -318,7 +331,7 @@ def report(
     print(
         f"\nmanager_load: db={db} agents={agents} interval={args.interval:g}s duration={args.duration:g}s "
         f"ramp={args.ramp:g}s warmup={args.warmup:g}s client_procs={procs_n} "
-        f"event_agents={args.event_agents} event_batch={args.event_batch} "
+        f"event_agents={args.event_agents} event_batch={args.event_batch} nice={args.nice} "
         f"keepalive={'off' if args.no_keepalive else 'on'} "
         f"connections_per_agent={1 if args.one_connection else 2}"
     )
@@ -401,10 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm_as_interrupt()
     try:
-        if args.find_limit:
-            rc = find_limit(args)
-            return rc if args.strict else 0
-        outcome = run_once(args, args.agents)
+        with priority(args.nice, with_postgres=args.db == "postgres"):
+            if args.find_limit:
+                rc = find_limit(args)
+                return rc if args.strict else 0
+            outcome = run_once(args, args.agents)
         return 3 if args.strict and not (outcome["passed"] and outcome["ev_pass"]) else 0
     except BenchError as exc:
         print(f"manager_load: error: {exc}", file=sys.stderr)

@@ -116,5 +116,5 @@ def _run(m: Any, agent_log: Path, tmp_path: Path) -> None:
         web.post("/console/login", data={"username": "admin", "password": m.password})
         page = web.get("/console/vulnerabilities")
         assert page.status_code == 200 and "CVE-9999-0001" in page.text
-        page = web.get("/console/baseline")
+        page = web.get("/console/baseline", params={"q": "ssh-root-login"})
         assert page.status_code == 200 and "ssh-root-login" in page.text

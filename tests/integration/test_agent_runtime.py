@@ -185,7 +185,7 @@ def test_unsupported_scan_kind_and_unknown_command(cfg: AgentConfig, fm: FakeMan
     try:
         agent.run_once()
         server_id = next(iter(fm.servers.values())).server_id
-        vuln = fm.queue(server_id, "scan", {"scan_id": "s2", "kind": "vulnerability"})
+        vuln = fm.queue(server_id, "scan", {"scan_id": "s2", "kind": "no_such_kind"})
         weird = fm.queue(server_id, "frobnicate", {})
         bad = fm.queue(server_id, "scan", {})
         policy = fm.queue(server_id, "apply_policy", {})

@@ -144,7 +144,9 @@ def test_real_package_upgrade_and_removal_are_package_updates(package_env: Path)
         assert all(
             c.label == "package_update" for c in seen if c.path in (os.fsencode(tool), os.fsencode(helper))
         )
-        assert not any(c.path.endswith(b".dpkg-new") for c in sink.changes), [(c.path, c.action, c.label, c.attrs) for c in sink.changes]
+        assert not any(c.path.endswith(b".dpkg-new") for c in sink.changes), [
+            (c.path, c.action, c.label, c.attrs) for c in sink.changes
+        ]
         assert [a for a in _alarms(seen) if a.evidence["file_path"] in (str(tool), str(helper))] == []
         # Usually these were seen while dpkg held its lock and classified after it let go (deferral is
         # tested deterministically in tests/unit/test_fim_engine.py); a slow watcher may see only the end.

@@ -204,6 +204,23 @@ def test_accept_queues_command_marks_records_and_handles_alarms(any_ctx: Manager
         assert (host.total, host.alarmed, host.accepted) == (4, 1, 3)
 
 
+def test_unstorable_text_is_cleaned_not_a_poison_pill(any_ctx: ManagerContext) -> None:
+    """PostgreSQL text takes no NUL: such a record is stored cleaned (a refused INSERT would fail its
+    whole batch at every resend); a lone surrogate is rejected alone by validation."""
+    ctx = any_ctx
+    web = protected_server(ctx, "web-1")
+    process = {"pid": 1, "exe": "/bin/x\x00y", "user": "root", "cmdline": "a\x00b"}
+    at = ctx.clock.now()
+    nul = change_record("/srv/bad\x00name.txt", key="nul", at=at, process=process, old={"sha256": "zz"})
+    surrogate = change_record("/srv/bad\udc80.txt", key="sur", at=at)
+    assert send(ctx, web, nul, surrogate) == ["accepted", "rejected"]
+    with ctx.uow() as s:
+        (change, _), *_ = fim.list_changes(s, server_id=web)[0]
+        assert change.path == "/srv/bad\\x00name.txt"
+        assert (change.process_exe, change.process_cmdline) == ("/bin/x\\x00y", "a\\x00b")
+        assert change.old_hash is None  # not a SHA-256: kept out of the hash column
+
+
 def test_accept_refuses_servers_without_fim(any_ctx: ManagerContext) -> None:
     ctx = any_ctx
     basic = protected_server(ctx, "basic-1", edition="basic")

@@ -334,7 +334,8 @@ def test_cli_whitelists_and_blocked_ips(manager: Manager, tmp_path: Path) -> Non
     ok(hostward(["whitelists", "ssh-ip", "set", "db-1", "10.3.0.1", "10.3.0.0/24"], home))
     ok(hostward(["whitelists", "ssh-ip", "disable", "db-1", "10.3.0.1"], home))
     rows = as_json(hostward(["whitelists", "ssh-ip", "list", "db-1", "--json"], home))
-    assert sorted((r["network"], r["enabled"]) for r in rows) == [("10.3.0.0/24", True), ("10.3.0.1/32", False)]
+    expected = [("10.3.0.0/24", True), ("10.3.0.1/32", False)]
+    assert sorted((r["network"], r["enabled"]) for r in rows) == expected
     err = one_line_error(
         hostward(["whitelists", "ssh-ip", "set", "db-1", *[f"10.4.0.{i}" for i in range(11)]], home)
     )

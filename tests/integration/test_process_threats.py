@@ -86,6 +86,10 @@ def start(made: list[Pipeline], detectors: list[object], mode: str) -> Pipeline:
     assert p.collector.ready.wait(WAIT_S)
     if mode == "connector":
         assert p.collector.active_mode == "connector"
+        assert p.collector.health().status == "running"
+    else:
+        health = p.collector.health()
+        assert health.status == "degraded" and "polling /proc every 0.5 s" in health.reason
     return p
 
 

@@ -347,3 +347,49 @@ def test_rpm_dump_parser() -> None:
     parsed = parse_rpm_dump(text)
     assert parsed[b"/usr/bin/ls"] == "ab" * 32
     assert parsed[b"/usr/share/doc/my file"] == "cd" * 16
+
+
+def test_a_package_run_inside_one_scan_defers_its_changes(tmp_path: Path, tree: Path) -> None:
+    from tests.fakes.packages import FlickeringPackages
+
+    packages = FlickeringPackages()
+    engine = engine_for(tmp_path, [WatchRoot(_b(tree))], packages=packages)
+    (tree / "bin" / "tool.dpkg-new").write_text("half-unpacked")
+    packages.run_during_next_scan()
+    assert engine.check_paths([_b(tree / "bin" / "tool.dpkg-new")]) == [] and engine.deferred == 1
+    (tree / "bin" / "tool.dpkg-new").unlink()  # the run finished: renamed into place / cleaned up
+    assert sig(engine.poll()) == [] and engine.deferred == 0
+    assert sig(engine.check().changes) == []  # only the directory's mtime moved
+    engine.close()
+
+
+def test_interrupted_init_keeps_the_previous_baseline(tmp_path: Path, tree: Path) -> None:
+    import threading
+
+    from hostward.agent.fim.scan import ScanCancelled
+    from hostward.agent.fim.store import BaselineStore
+
+    engine_for(tmp_path, [WatchRoot(_b(tree))]).close()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ScanCancelled):
+        FimEngine.init(tmp_path / "fim.db", [WatchRoot(_b(tmp_path))], cancel=cancel, packages=None)
+    with BaselineStore.open(tmp_path / "fim.db", create=False) as store:
+        assert store.count() == 6 and store.roots()[0].path == _b(tree)
+    assert not list(tmp_path.glob(".fim.db.*.tmp"))
+
+
+def test_standalone_check_reports_even_while_dpkg_runs(tmp_path: Path, lock_holder: list) -> None:
+    fs_root = tmp_path / "fs"
+    (fs_root / "opt").mkdir(parents=True)
+    (fs_root / "opt" / "f").write_bytes(b"v1")
+    db_root = tmp_path / "dpkgroot"
+    _fake_dpkg(db_root, {"/opt/f": b"v1"})
+    engine = engine_for(
+        tmp_path, [WatchRoot(_b(fs_root / "opt"))], packages=DpkgIndex(db_root, fs_root=_b(fs_root))
+    )
+    lock_holder.append(_hold_lock(db_root / "var" / "lib" / "dpkg" / "lock"))
+    (fs_root / "opt" / "f").write_bytes(b"tampered")
+    (change,) = engine.check(update=False).changes  # nothing to come back to later: report now
+    assert change.label == "change" and engine.deferred == 0
+    engine.close()

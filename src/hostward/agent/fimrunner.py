@@ -162,8 +162,8 @@ class FimRunner:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        self.monitor.stop()  # the watcher first: what it queued until now still reaches the outbox
         self._drain_events()
-        self.monitor.stop()
         self._applied = None
         self.detector.stop()
 

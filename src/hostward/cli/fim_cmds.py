@@ -116,7 +116,8 @@ def fim_check(
     except (AgentError, OSError) as exc:
         raise _fail(exc) from exc
     if as_json:
-        sys.stdout.write(json.dumps(report_json(result), indent=2) + "\n")
+        # Compact: the C encoder (indent falls back to the pure-Python one, ~10x slower on big reports).
+        sys.stdout.write(json.dumps(report_json(result), separators=(",", ":")) + "\n")
     else:
         sys.stdout.write(report_text(result))
     if result.changed:

@@ -29,6 +29,7 @@ def _api_routers() -> list[APIRouter]:
     from hostward.manager.dashboard.routes import router as dashboard
     from hostward.manager.fim.routes import router as fim
     from hostward.manager.loginsec.routes import router as loginsec
+    from hostward.manager.notify.routes import router as notifications
     from hostward.manager.policies.routes import router as policies
     from hostward.manager.protection.routes import router as protection
     from hostward.manager.quotas.routes import router as quotas
@@ -53,6 +54,7 @@ def _api_routers() -> list[APIRouter]:
         fim,
         vulns,
         baseline,
+        notifications,
     ]
 
 
@@ -64,6 +66,7 @@ def create_app(
 ) -> FastAPI:
     """Build the console + REST API app. ``run_background`` starts the scheduler in this process."""
     context = ctx or ManagerContext.from_settings(settings)
+    _install_notifications(context)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +105,13 @@ def create_app(
     return app
 
 
+def _install_notifications(ctx: ManagerContext) -> None:
+    """Real-time notifications are queued with the events that cause them (session hooks)."""
+    from hostward.manager.notify.realtime import install
+
+    install(ctx.sessions)
+
+
 def create_agent_app(ctx: ManagerContext) -> FastAPI:
     """Build the agent-channel app (served on its own HTTPS port).
 
@@ -114,6 +124,7 @@ def create_agent_app(ctx: ManagerContext) -> FastAPI:
     from hostward.manager.vulns.agent_routes import router as vulns_agent_router
 
     load_builtin_handlers()
+    _install_notifications(ctx)
     sweeper = CommandSweeper(ctx)
 
     @asynccontextmanager

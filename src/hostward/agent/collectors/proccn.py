@@ -47,6 +47,7 @@ from hostward.agent.detectors.procmodel import (
     ProcessInfo,
 )
 from hostward.agent.detectors.revshell import DEFAULT_SHELLS, program_name
+from hostward.wire import DetectorHealth
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,29 @@ class ProcessCollector:
         self._rechecks: list[tuple[float, int, int, int]] = []  # (due, pid, start_ticks, round)
         self.recheck_names = set(DEFAULT_SHELLS)
         self.ready = threading.Event()  # set once the start-up snapshot has been emitted
+
+    def health(self) -> DetectorHealth:
+        """For the agent's detector health: the mode in use, why it fell back, and the counters."""
+        counters = self.stats.as_dict()
+        if self.active_mode == "stopped":
+            return DetectorHealth(
+                name="process_events", status="disabled", reason="not running", counters=counters
+            )
+        reasons = []
+        if self.active_mode == "poll":
+            reasons.append(
+                f"polling /proc every {self.poll_interval_s:g} s"
+                + (f" (proc connector unavailable: {self.fallback_reason})" if self.fallback_reason else "")
+            )
+        if self.stats.lost_overruns or self.stats.dropped:
+            reasons.append(f"events lost: {self.stats.lost_overruns} overruns, {self.stats.dropped} dropped")
+        reason = "; ".join(reasons)[:1024]
+        return DetectorHealth(
+            name="process_events",
+            status="degraded" if reason else "running",
+            reason=reason,
+            counters=counters,
+        )
 
     def add_tap(self, tap: Tap) -> None:
         """Also hand every raw connector event to ``tap`` (reader thread; keep it cheap)."""

@@ -329,50 +329,60 @@ class QuarantineVault:
                 if now_st is None or (now_st.st_dev, now_st.st_ino) != (st.st_dev, st.st_ino):
                     self._release_blob(sha)
                     raise IsolationRefused(f"{spath}: replaced while it was being isolated", reason="changed")
-                os.unlink(spath)
+                # the ledger row goes in before the unlink: a crash in between leaves a recorded copy
+                # (and the original still in place), never a removed file without a record
+                entry = self._record(spath, sha, st, alarm_id)
+                try:
+                    os.unlink(spath)
+                except OSError as exc:
+                    self._db.execute("DELETE FROM isolated WHERE id=?", (entry.id,))
+                    self._release_blob(sha)
+                    raise QuarantineError(f"{spath}: cannot remove it: {exc.strerror or exc}") from exc
                 _fsync_dir(Path(os.path.dirname(spath)))
             finally:
                 os.close(fd)
                 if tmp is not None and tmp.exists():
                     tmp.unlink()
-            now = self.clock.now()
-            entry = IsolatedFile(
-                id=new_id(),
-                sha256=sha,
-                original_path=spath,
-                uid=st.st_uid,
-                gid=st.st_gid,
-                mode=st.st_mode,
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-                isolated_at=now,
-                expires_at=now + self.retention if self.retention else None,
-                alarm_id=alarm_id,
-                status="isolated",
-                restored_at=None,
-                deleted_at=None,
-                detail="",
-            )
-            self._db.execute(
-                "INSERT INTO isolated (id, sha256, original_path, uid, gid, mode, size, mtime_ns,"
-                " isolated_at,"
-                " expires_at, alarm_id, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    entry.id,
-                    sha,
-                    os.fsencode(spath),
-                    st.st_uid,
-                    st.st_gid,
-                    st.st_mode,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    now.isoformat(),
-                    entry.expires_at.isoformat() if entry.expires_at else None,
-                    alarm_id,
-                    "isolated",
-                ),
-            )
             return entry
+
+    def _record(self, spath: str, sha: str, st: os.stat_result, alarm_id: str | None) -> IsolatedFile:
+        now = self.clock.now()
+        entry = IsolatedFile(
+            id=new_id(),
+            sha256=sha,
+            original_path=spath,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mode=st.st_mode,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            isolated_at=now,
+            expires_at=now + self.retention if self.retention else None,
+            alarm_id=alarm_id,
+            status="isolated",
+            restored_at=None,
+            deleted_at=None,
+            detail="",
+        )
+        self._db.execute(
+            "INSERT INTO isolated (id, sha256, original_path, uid, gid, mode, size, mtime_ns, isolated_at,"
+            " expires_at, alarm_id, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                entry.id,
+                sha,
+                os.fsencode(spath),
+                st.st_uid,
+                st.st_gid,
+                st.st_mode,
+                st.st_size,
+                st.st_mtime_ns,
+                now.isoformat(),
+                entry.expires_at.isoformat() if entry.expires_at else None,
+                alarm_id,
+                "isolated",
+            ),
+        )
+        return entry
 
     def _blob_path(self, sha: str) -> Path:
         return self.root / "blobs" / sha[:2] / sha
@@ -501,18 +511,20 @@ class QuarantineVault:
     # ---- ledger -----------------------------------------------------------------------------------
 
     def get(self, entry_id: str) -> IsolatedFile:
-        row = self._db.execute("SELECT * FROM isolated WHERE id=?", (entry_id,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT * FROM isolated WHERE id=?", (entry_id,)).fetchone()
         if row is None:
             raise QuarantineError(f"no isolated file {entry_id}")
         return self._entry(row)
 
     def list(self, status: str | None = None) -> list[IsolatedFile]:
-        if status is None:
-            rows = self._db.execute("SELECT * FROM isolated ORDER BY isolated_at").fetchall()
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM isolated WHERE status=? ORDER BY isolated_at", (status,)
-            ).fetchall()
+        with self._lock:
+            if status is None:
+                rows = self._db.execute("SELECT * FROM isolated ORDER BY isolated_at").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM isolated WHERE status=? ORDER BY isolated_at", (status,)
+                ).fetchall()
         return [self._entry(r) for r in rows]
 
     @staticmethod

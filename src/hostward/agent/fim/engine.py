@@ -28,7 +28,7 @@ from hostward.agent.fim.config import RootSet, WatchRoot
 from hostward.agent.fim.diff import Change, PackageInfo, ProcessInfo, diff
 from hostward.agent.fim.pkgdb import PackageIndex, file_digest, system_index
 from hostward.agent.fim.scan import P_PATH, Row, Scanner, ScanStats, racy_paths, stat_key
-from hostward.agent.fim.store import BaselineStore
+from hostward.agent.fim.store import BaselineStore, BaselineWriter
 
 DEFER_LIMIT_S = 600.0
 _PACKAGE_ELIGIBLE = frozenset({"sha256", "inode", "size", "type"})
@@ -94,8 +94,9 @@ class FimEngine:
         """Build a new baseline file for ``roots`` (replacing any previous one); reports nothing."""
         scanner = scanner or Scanner()
         rootset = RootSet(roots)
-        result = scanner.scan(rootset.roots, all_roots=rootset, cancel=cancel)
-        store = BaselineStore.write_new(db, rootset.roots, result.rows.values(), result.racy)
+        with BaselineWriter(db, rootset.roots) as writer:
+            result = scanner.scan(rootset.roots, all_roots=rootset, cancel=cancel, sink=writer.add)
+            store = writer.finish(result.racy)
         engine = cls(store, rootset.roots, scanner=scanner, packages=packages)
         engine.last_stats = result.stats
         return engine, result.stats
@@ -151,6 +152,7 @@ class FimEngine:
         with self._lock:
             rootset = self.rootset
             racy = self.store.racy()
+            before = self._activity()
             if full:
                 previous = self.store.load()
                 result = self.scanner.scan(rootset.roots, all_roots=rootset, cancel=cancel)
@@ -168,8 +170,9 @@ class FimEngine:
             current = result.rows
             fresh = [r for r in rootset if r.path not in self._baselined]
             changes = self._classify(diff(previous, current), fresh, {})
-            changes, deferred = self._defer(changes, allow=True)
             if update:
+                # Only a check that moves the baseline can hold changes back for a later re-check.
+                changes, deferred = self._defer(changes, before=before)
                 upserts = [row for p, row in current.items() if previous.get(p) != row]
                 self._write(
                     previous,
@@ -182,7 +185,6 @@ class FimEngine:
                     drop_roots=[p for p in self._baselined if p not in rootset],
                 )
                 self._baselined = {r.path for r in rootset}
-            if update:
                 self._unreadable = self.store.count_errors()
             self.counters["checks"] += 1
             self._count(changes)
@@ -200,7 +202,7 @@ class FimEngine:
         ``/root/.ssh`` appearing) brings the roots below it. Files are always rehashed. ``processes``
         names who wrote a path (fanotify), attached to its change.
         """
-        return self._check_paths(list(paths), processes or {}, rescan_dirs=True, allow_defer=True)
+        return self._check_paths(list(paths), processes or {}, rescan_dirs=True)
 
     def _check_paths(
         self,
@@ -208,9 +210,10 @@ class FimEngine:
         processes: Mapping[bytes, ProcessInfo],
         *,
         rescan_dirs: bool,
-        allow_defer: bool,
+        first_seen: Mapping[bytes, float] | None = None,
     ) -> list[Change]:
         with self._lock:
+            before = self._activity()
             procs = {p: self._processes.pop(p) for p in paths if p in self._processes}
             procs.update(processes)
             previous: dict[bytes, Row] = {}
@@ -245,7 +248,7 @@ class FimEngine:
             if not previous and not current:
                 return []
             changes = self._classify(diff(previous, current), [], procs)
-            changes, deferred = self._defer(changes, allow=allow_defer)
+            changes, deferred = self._defer(changes, before=before, first_seen=first_seen)
             upserts = [row for p, row in current.items() if previous.get(p) != row]
             deletes = [p for p in previous if p not in current]
             now_racy = racy_paths(current.values(), time.time_ns(), scanner.racy_ns)
@@ -271,10 +274,11 @@ class FimEngine:
             busy = self.packages is not None and self.packages.busy()
             if busy and self._clock() - oldest < self.defer_limit_s:
                 return []
-            paths = list(self._deferred)
+            first_seen = dict(self._deferred)
             self._deferred.clear()
-            # Past the limit the package manager is still busy: classify with what its database says now.
-            return self._check_paths(paths, {}, rescan_dirs=False, allow_defer=False)
+            # Deferred again if the package manager is (still, or again) at work, until the limit; past
+            # it, classified with what the package database says now.
+            return self._check_paths(list(first_seen), {}, rescan_dirs=False, first_seen=first_seen)
 
     @property
     def deferred(self) -> int:
@@ -353,15 +357,36 @@ class FimEngine:
             matches = file_digest(change.path, owner.algorithm) == owner.digest
         return PackageInfo(owner.manager, owner.package, matches)
 
-    def _defer(self, changes: list[Change], *, allow: bool) -> tuple[list[Change], set[bytes]]:
-        """Hold back changes while the package manager runs: they are re-checked by ``poll``."""
-        if not allow or not changes or self.packages is None or not self.packages.busy():
+    def _activity(self) -> tuple[bool, object]:
+        """Whether the package manager is at work, and a token that moves whenever its database does."""
+        packages = self.packages
+        if packages is None:
+            return False, None
+        return packages.busy(), packages.activity()
+
+    def _defer(
+        self,
+        changes: list[Change],
+        *,
+        before: tuple[bool, object],
+        first_seen: Mapping[bytes, float] | None = None,
+    ) -> tuple[list[Change], set[bytes]]:
+        """Hold back changes seen while the package manager worked: ``poll`` re-checks them later.
+
+        "While" covers the whole scan: busy before it, busy after it, or its database moved during it
+        (a short dpkg run can start and finish while we hash, leaving us with its ``.dpkg-new`` files).
+        """
+        if not changes or self.packages is None:
+            return changes, set()
+        busy_before, token_before = before
+        if not busy_before and not self.packages.busy() and self.packages.activity() == token_before:
             return changes, set()
         now = self._clock()
         kept: list[Change] = []
         deferred: set[bytes] = set()
+        seen = first_seen or {}
         for change in changes:
-            first = self._deferred.get(change.path, now)
+            first = seen.get(change.path, self._deferred.get(change.path, now))
             if now - first >= self.defer_limit_s:
                 kept.append(change)
                 self._deferred.pop(change.path, None)

@@ -57,6 +57,10 @@ class PackageIndex(Protocol):
 
     def busy(self) -> bool: ...
 
+    def activity(self) -> object:
+        """A token that changes whenever the package database is written (compare two samples)."""
+        ...
+
 
 def file_digest(path: bytes, algorithm: str) -> str | None:
     """Hex digest of a regular file (None when it cannot be read)."""
@@ -71,6 +75,13 @@ def file_digest(path: bytes, algorithm: str) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def _lock_held(path: Path) -> bool:
@@ -293,6 +304,11 @@ class DpkgIndex:
         lock_dir = self.db_root / "var/lib/dpkg"
         return _lock_held(lock_dir / "lock-frontend") or _lock_held(lock_dir / "lock")
 
+    def activity(self) -> object:
+        # dpkg journals into updates/ during a run and rewrites status (and info/) as it goes.
+        base = self.db_root / "var/lib/dpkg"
+        return tuple(_mtime(base / name) for name in ("status", "updates", "info"))
+
 
 def parse_rpm_dump(text: str) -> dict[bytes, str]:
     """``rpm -q --dump`` lines (path size mtime digest mode owner group isconfig isdoc rdev symlink)."""
@@ -346,6 +362,13 @@ class RpmIndex:
 
     def dropped(self, path: bytes) -> str | None:
         return None
+
+    def activity(self) -> object:
+        return tuple(
+            _mtime(Path(d) / f)
+            for d in ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
+            for f in ("", "rpmdb.sqlite", "Packages", "Packages.db")
+        )
 
     def busy(self) -> bool:
         return _lock_held(Path("/var/lib/rpm/.rpm.lock")) or _lock_held(

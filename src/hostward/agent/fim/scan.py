@@ -19,6 +19,7 @@ sockets and devices are recorded from ``lstat`` and never opened.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -28,7 +29,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -48,6 +49,10 @@ RACY_NS = 2_000_000_000  # entries changed this close to their scan are rehashed
 
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_ioctl = fcntl.ioctl
+_listxattr = os.listxattr
+_FLAGS_ARG = b"\0" * 8
+_BYTEORDER = sys.byteorder
 _FSENC = sys.getfilesystemencoding()
 _FSERR = sys.getfilesystemencodeerrors()
 
@@ -273,9 +278,26 @@ class Scanner:
             if not stat.S_ISREG(st.st_mode):
                 # Replaced by a FIFO/device between listing and open: attributes only.
                 return self._stat_row(path, st, None, None, None)
+            # _flags/_xattrs inlined: this runs once per file and each call level costs measurable time.
             dev = st.st_dev
-            flags = self._flags(fd, dev)
-            xattrs = self._xattrs(fd, dev)
+            flags = None
+            if dev not in self._no_flags_dev:
+                try:
+                    flags = (
+                        int.from_bytes(_ioctl(fd, FS_IOC_GETFLAGS, _FLAGS_ARG)[:4], _BYTEORDER)
+                        & TRACKED_FLAGS
+                    )
+                except OSError:
+                    flags = self._flags(fd, dev)  # records filesystems without inode flags
+            xattrs = None
+            if dev not in self._no_xattr_dev:
+                try:
+                    names = _listxattr(fd)
+                except OSError:
+                    names = None
+                    xattrs = self._xattrs(fd, dev)  # records filesystems without xattrs
+                if names:
+                    xattrs = self._xattrs(fd, dev)
             size = st.st_size
             err = None
             digest: bytes | None
@@ -399,13 +421,15 @@ class Scanner:
         keys: Mapping[bytes, bytes] | None = None,
         racy: Set[bytes] = frozenset(),
         cancel: threading.Event | None = None,
+        sink: Callable[[list[Row]], None] | None = None,
     ) -> ScanResult:
         """The current state of ``roots``.
 
         Without ``keys`` (a baseline, or a full check) every path gets a fresh row. With ``keys`` (a quick
         check: path -> ``stat_key`` of the recorded row) a path whose key is unchanged is only listed in
         ``unchanged`` and never opened, unless it is in ``racy``. ``all_roots`` lets the walk skip nested
-        roots, which are scanned under their own settings.
+        roots, which are scanned under their own settings. ``sink`` receives the fresh rows in batches
+        while the workers still hash (a new baseline is written meanwhile).
         """
         started = time.monotonic()
         started_ns = time.time_ns()
@@ -413,19 +437,18 @@ class Scanner:
         rootset = all_roots if all_roots is not None else RootSet(roots)
         walk = _Walk(self, rootset, keys, racy, cancel)
         stats = walk.stats
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="fim-hash") as pool:
-            walk.pool = pool
-            try:
-                for root in roots:
-                    walk.root(root)
-                walk.flush()
-            except BaseException:
-                for fut in walk.futures:
-                    fut.cancel()
-                raise
+        with self._pool() as submit:
+            walk.submit = submit
+            for root in roots:
+                walk.root(root)
+            walk.flush()
             out = walk.out
-            for fut in walk.futures:
-                rows = fut.result()
+            if sink is not None:
+                sink(list(out.values()))  # what the walk recorded itself: directories, symlinks, ...
+            for result in walk.pending:
+                rows = result()
+                if sink is not None:
+                    sink(rows)
                 stats.files_hashed += len(rows)
                 for row in rows:
                     out[row[P_PATH]] = row
@@ -436,6 +459,24 @@ class Scanner:
         stats.errors = sum(1 for r in out.values() if r[P_ERR] is not None)
         stats.seconds = time.monotonic() - started
         return ScanResult(out, walk.unchanged, stats, racy_paths(out.values(), started_ns, self.racy_ns))
+
+    @contextlib.contextmanager
+    def _pool(self) -> Iterator[Callable[[list[bytes]], Callable[[], list[Row]]]]:
+        """A ``submit(batch) -> get_rows`` function backed by the worker threads."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fim-hash") as threads:
+            futures: list[Future[list[Row]]] = []
+
+            def submit(batch: list[bytes]) -> Callable[[], list[Row]]:
+                fut = threads.submit(self.hash_batch, batch)
+                futures.append(fut)
+                return fut.result
+
+            try:
+                yield submit
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
 
     def hash_batch(self, paths: list[bytes]) -> list[Row]:
         buf = bytearray(CHUNK)
@@ -466,15 +507,15 @@ class _Walk:
         self.out: dict[bytes, Row] = {}
         self.unchanged: set[bytes] = set()
         self.batch: list[bytes] = []
-        self.futures: list[Future[list[Row]]] = []
+        self.pending: list[Callable[[], list[Row]]] = []
         self.stats = ScanStats()
-        self.pool: ThreadPoolExecutor | None = None
+        self.submit: Callable[[list[bytes]], Callable[[], list[Row]]] | None = None
         self.racy = racy
 
     def flush(self) -> None:
         if self.batch:
-            assert self.pool is not None
-            self.futures.append(self.pool.submit(self.s.hash_batch, self.batch))
+            assert self.submit is not None
+            self.pending.append(self.submit(self.batch))
             self.batch = []
 
     def same(self, path: bytes, st: os.stat_result) -> bool:

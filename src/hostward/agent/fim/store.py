@@ -71,6 +71,69 @@ def _connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
+class BaselineWriter:
+    """A new baseline written while the scan still runs: ``add`` batches, then ``finish`` renames it
+    over the old file (nothing replaces the old baseline unless ``finish`` is reached)."""
+
+    def __init__(self, path: Path | str, roots: Sequence[WatchRoot]) -> None:
+        self.path = Path(path)
+        self.directory = self.path.parent if str(self.path.parent) else Path(".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.directory)
+        os.close(fd)
+        os.chmod(tmp, 0o600)
+        self.tmp = tmp
+        self._conn: sqlite3.Connection | None = _connect(tmp)
+        conn = self._conn
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("BEGIN")
+        for sql in _SCHEMA:
+            conn.execute(sql)
+        BaselineStore(tmp, conn)._put_roots(roots)
+
+    def add(self, rows: Iterable[Row]) -> None:
+        # sqlite3 releases the GIL while it inserts, so this overlaps with the hashing threads.
+        assert self._conn is not None
+        self._conn.executemany(_INSERT, _stored(rows))
+
+    def finish(self, racy: Iterable[bytes]) -> BaselineStore:
+        conn = self._conn
+        assert conn is not None
+        conn.executemany("INSERT INTO racy (path) VALUES (?)", ((p,) for p in sorted(racy)))
+        now = str(time.time_ns())
+        conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)", (("created_ns", now), ("updated_ns", now))
+        )
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+        conn.close()
+        self._conn = None
+        os.replace(self.tmp, self.path)
+        # fsync the directory so the rename survives a crash.
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return BaselineStore.open(self.path, create=False)
+
+    def abort(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> BaselineWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            self.abort()
+
+
 class BaselineStore:
     """Read and write one baseline file. Callers serialise access (the engine holds a lock)."""
 
@@ -107,44 +170,9 @@ class BaselineStore:
         cls, path: Path | str, roots: Sequence[WatchRoot], rows: Iterable[Row], racy: Iterable[bytes]
     ) -> BaselineStore:
         """Write a complete baseline to a temporary file and rename it over ``path``."""
-        path = Path(path)
-        directory = path.parent if str(path.parent) else Path(".")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        os.chmod(tmp, 0o600)
-        try:
-            conn = _connect(tmp)
-            conn.execute("PRAGMA journal_mode=OFF")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.execute("BEGIN")
-            for sql in _SCHEMA:
-                conn.execute(sql)
-            store = cls(tmp, conn)
-            store._put_roots(roots)
-            # Sorted keys append to the B-tree instead of splitting pages all over it.
-            conn.executemany(_INSERT, _stored(sorted(rows)))
-            conn.executemany("INSERT INTO racy (path) VALUES (?)", ((p,) for p in sorted(racy)))
-            now = str(time.time_ns())
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)", (("created_ns", now), ("updated_ns", now))
-            )
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-            conn.close()
-            os.replace(tmp, path)
-            # fsync the directory so the rename survives a crash.
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return cls.open(path, create=False)
+        with BaselineWriter(path, roots) as writer:
+            writer.add(rows)
+            return writer.finish(racy)
 
     def close(self) -> None:
         self._conn.close()

@@ -417,23 +417,26 @@ class LoginSecurity:
 
     def apply_config(self) -> None:
         """Bring the detector and the firewall in line with the policy and the current safety list."""
+        # The host's own facts are gathered before taking the lock (walking /proc is slow on a busy
+        # host), so an unblock command never waits for it.
+        self._reconfigure = False
+        self._safety_at = self.clock() + SAFETY_INTERVAL_S
+        desired = self.desired
+        manager = safety.manager_addresses(self.manager_url)
+        own = safety.own_addresses()
+        admins = safety.admin_session_sources(self.host_root)
         with self._lock:
-            self._reconfigure = False
             now = self.clock()
-            self._safety_at = now + SAFETY_INTERVAL_S
-            desired = self.desired
+            if self.desired is not desired:
+                self._reconfigure = True  # a newer policy arrived meanwhile: the next step applies it
+                desired = self.desired
             try:
                 safe = SafetyList.build(
-                    whitelist=desired.whitelist,
-                    manager=safety.manager_addresses(self.manager_url),
-                    own=safety.own_addresses(),
-                    admin_sessions=safety.admin_session_sources(self.host_root),
+                    whitelist=desired.whitelist, manager=manager, own=own, admin_sessions=admins
                 )
             except ValueError as exc:
                 log.warning("login security safety list: %s", exc)
-                safe = SafetyList.build(
-                    manager=safety.manager_addresses(self.manager_url), own=safety.own_addresses()
-                )
+                safe = SafetyList.build(manager=manager, own=own, admin_sessions=admins)
             self.detector.configure(desired.settings, safe)
             self._safe = safe
             if not desired.firewall:
@@ -549,6 +552,7 @@ class LoginSecurity:
         except ValueError:
             return failed(f"unblock_ip needs a network, got {raw!r}")
         now = self.clock()
+        started = time.monotonic()
         with self._lock:
             gone: list[str] = []
             if self.firewall is not None:
@@ -567,6 +571,12 @@ class LoginSecurity:
             "by": "manual",
         }
         self.sink([_record("blocked_ip", now, data)])
+        log.info(
+            "unblocked %s in %.0f ms (command queued %.1f s ago)",
+            network,
+            (time.monotonic() - started) * 1000,
+            now - command.created_at.timestamp(),
+        )
         return succeeded(
             f"{network} unblocked" if gone else f"{network} was not in the firewall", network=network
         )

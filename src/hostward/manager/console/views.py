@@ -98,6 +98,7 @@ def build_console(ctx: ManagerContext) -> FastAPI:
         history,
         login,
         loginsec,
+        notifications,
         policies,
         quotas,
         server_detail,
@@ -110,7 +111,7 @@ def build_console(ctx: ManagerContext) -> FastAPI:
     console.state.templates = _templates()
     for module in (
         login, dashboard, servers, server_detail, quotas, agents, vulns, baseline, fim, alarms, loginsec,
-        policies, history,
+        policies, history, notifications,
     ):  # fmt: skip
         console.include_router(module.router)
     console.mount("/static", StaticFiles(directory=str(static_dir())), name="static")

@@ -15,4 +15,4 @@ router = APIRouter(tags=["dashboard"])
 @router.get("/dashboard")
 def dashboard(_p: Reader, ctx: Ctx, region: str | None = None) -> dict[str, Any]:
     with ctx.uow() as session:
-        return service.overview(session, region)
+        return service.overview(session, region, ctx.clock.now())

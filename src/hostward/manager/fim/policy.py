@@ -32,6 +32,10 @@ def clean_path(value: str, what: str = "path") -> str:
     """An absolute, normalised path; raises ValueError with the reason otherwise."""
     if any(c in value for c in "\0\n\r"):
         raise ValueError(f"{what} contains a NUL or line break")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid UTF-8") from None
     value = value.strip(" \t")
     if not value:
         raise ValueError(f"{what} is empty")

@@ -45,7 +45,13 @@ _MAX_VALUE = 1024
 
 
 def path_hash(path: str) -> str:
-    return sha256_hex(path)
+    return sha256_hex(path.encode("utf-8", "surrogatepass"))
+
+
+def _text(value: str) -> str:
+    """Storable on both databases: PostgreSQL text takes neither NUL nor lone surrogates. An event the
+    database refuses would fail its whole batch again at every resend, so it is cleaned, not refused."""
+    return value.replace("\0", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _attrs(values: dict[str, Any]) -> dict[str, Any]:
@@ -55,11 +61,24 @@ def _attrs(values: dict[str, Any]) -> dict[str, Any]:
         if key not in _ATTRS:
             continue
         if isinstance(value, str):
-            value = value[:_MAX_VALUE]
+            value = _text(value[:_MAX_VALUE])
         elif isinstance(value, dict):
-            value = {str(k)[:128]: (v[:_MAX_VALUE] if isinstance(v, str) else v) for k, v in value.items()}
+            value = {
+                _text(str(k)[:128]): (_text(v[:_MAX_VALUE]) if isinstance(v, str) else v)
+                for k, v in list(value.items())[:64]
+            }
         out[key] = value
     return out
+
+
+def _package(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    return {
+        "manager": _text(str(value.get("manager", ""))[:16]),
+        "name": _text(str(value.get("name", ""))[:255]),
+        "matches": bool(value.get("matches", False)),
+    }
 
 
 def _hash(values: dict[str, Any]) -> str | None:
@@ -84,13 +103,14 @@ def record_change(session: Session, server: Server, event: RecordEvent, now: dat
         loc = ".".join(str(p) for p in err["loc"]) or "data"
         raise Invalid(f"fim_change record: {loc}: {err['msg']}") from exc
     process = data.process
+    path = _text(data.path)
     change = FimChange(
         server_id=server.id,
-        path=data.path,
-        path_hash=path_hash(data.path),
-        moved_from=data.moved_from,
+        path=path,
+        path_hash=path_hash(path),
+        moved_from=_text(data.moved_from) if data.moved_from is not None else None,
         change_type="dir" if data.type == "directory" else "file",
-        entry_type=data.type,
+        entry_type=_text(data.type),
         action=data.operation,
         important=data.important,
         attributes=data.attributes,
@@ -99,14 +119,14 @@ def record_change(session: Session, server: Server, event: RecordEvent, now: dat
         old=_attrs(data.old),
         new=_attrs(data.new),
         classification=_classification(data),
-        package=data.package,
+        package=_package(data.package),
         process_pid=process.pid if process else None,
-        process_exe=process.exe if process else "",
-        process_user=process.user if process else "",
-        process_cmdline=process.cmdline if process else "",
+        process_exe=_text(process.exe) if process else "",
+        process_user=_text(process.user) if process else "",
+        process_cmdline=_text(process.cmdline) if process else "",
         occurred_at=min(event.occurred_at, now),
         received_at=now,
-        accepted_by=(data.actor or None) if data.operation == "accept" else None,
+        accepted_by=(_text(data.actor) or None) if data.operation == "accept" else None,
     )
     session.add(change)
     return change

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from hostward.manager.scheduler.registry import Registry
+from hostward.manager.scheduler.registry import JobRun, Registry
 from hostward.manager.settings import ManagerSettings
 
 AGENT_STATUS_SWEEP_S = 5
@@ -20,6 +20,8 @@ DAILY_SCANS_S = 60
 RETENTION_S = 3600
 VULN_SCANS_S = 60
 RISK_RETENTION_S = 3600
+SECURITY_SCORE_S = 300
+DAILY_NOTIFICATIONS_S = 60
 
 
 def agent_status_sweep(session: Session, now: datetime, settings: ManagerSettings) -> object:
@@ -71,8 +73,29 @@ def risk_retention(session: Session, now: datetime, settings: ManagerSettings) -
     return purge_fixed(session, now)
 
 
+def security_score(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Today's security score and risk counts (all regions and each region), for the 7-day trend."""
+    from hostward.manager.risk.score import snapshot_all
+
+    return snapshot_all(session, now)
+
+
+def daily_notifications(session: Session, now: datetime, settings: ManagerSettings) -> object:
+    """Queue the daily notification summary once its time of day has come."""
+    from hostward.manager.notify.service import plan_daily
+
+    return plan_daily(session, now)
+
+
+def notify_send(session: Session, run: JobRun) -> object:
+    """Send one notification (e-mail or webhook); a failure is retried with backoff."""
+    from hostward.manager.notify.service import run_job
+
+    return run_job(session, run)
+
+
 def builtin_registry() -> Registry:
-    """A registry holding every built-in periodic task (the manager defines no job kinds yet)."""
+    """A registry holding every built-in periodic task and job kind."""
     registry = Registry()
     registry.add_periodic("agent_status_sweep", AGENT_STATUS_SWEEP_S, agent_status_sweep)
     registry.add_periodic("quota_status_refresh", QUOTA_STATUS_REFRESH_S, quota_status_refresh)
@@ -81,4 +104,7 @@ def builtin_registry() -> Registry:
     registry.add_periodic("retention", RETENTION_S, retention)
     registry.add_periodic("vuln_scans", VULN_SCANS_S, vuln_scans)
     registry.add_periodic("risk_retention", RISK_RETENTION_S, risk_retention)
+    registry.add_periodic("security_score", SECURITY_SCORE_S, security_score)
+    registry.add_periodic("daily_notifications", DAILY_NOTIFICATIONS_S, daily_notifications)
+    registry.add_job("notify_send", notify_send, max_attempts=6)
     return registry

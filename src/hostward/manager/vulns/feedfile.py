@@ -18,6 +18,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def band(score: float | None) -> str:
     return "low"
 
 
+@lru_cache(maxsize=65_536)
 def cvss_score(kind: str, vector: str) -> float | None:
     """Base score of a CVSS v2/v3/v4 vector (None when it cannot be parsed)."""
     try:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Text, cast, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from hostward.core.errors import Invalid, NotFound
@@ -173,11 +173,12 @@ def advisory_lines(session: Session, ids: list[str]) -> Iterator[bytes]:
     names: dict[str, str] = {fid: name for fid, name in session.execute(select(VulnFeed.id, VulnFeed.name))}
     for start in range(0, len(ids), LOOKUP_CHUNK):
         chunk = ids[start : start + LOOKUP_CHUNK]
+        # The stored JSON text goes out as it is (no parse and re-encode per advisory).
         rows = session.execute(
-            select(VulnAdvisory.kind, VulnAdvisory.feed_id, VulnAdvisory.doc).where(
+            select(VulnAdvisory.kind, VulnAdvisory.feed_id, cast(VulnAdvisory.doc, Text)).where(
                 VulnAdvisory.id.in_(chunk)
             )
         )
         for kind, feed_id, doc in rows:
-            line = {"kind": kind, "feed": names.get(feed_id, "manager"), "doc": doc}
-            yield (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+            head = json.dumps({"kind": kind, "feed": names.get(feed_id, "manager")}, ensure_ascii=False)
+            yield (head[:-1] + ',"doc":' + doc + "}\n").encode()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from hostward.manager.alarms import service as alarms
+from hostward.manager.console.trend import risk_trend_chart
 from hostward.manager.console.web import User, ctx_of, current_region, render
 from hostward.manager.dashboard import service as dashboard
 from hostward.manager.quotas.models import EDITIONS
@@ -59,7 +60,7 @@ def dashboard_page(request: Request, user: User) -> Response:
     ctx = ctx_of(request)
     region = current_region(request)
     with ctx.uow() as session:
-        data = dashboard.overview(session, region)
+        data = dashboard.overview(session, region, ctx.clock.now())
         recent, _ = alarms.list_alarms(session, region=region, status="unhandled", limit=6)
         quota_rows = [(e, data["quotas"][e]) for e in EDITIONS if e in data["quotas"]]
         return render(
@@ -76,4 +77,6 @@ def dashboard_page(request: Request, user: User) -> Response:
             quota_rows=quota_rows,
             severities=SEVERITIES,
             recent=recent,
+            score=data["security_score"],
+            trend=risk_trend_chart(data["risk_trend"]),
         )

@@ -1,0 +1,84 @@
+"""Tamper records and their ``wtp_0001`` alarms, plus the fanotify writer cache both engines share."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+from hostward.agent.fim.fanotify import FanEvent, Writer, describe_process
+from hostward.core.ids import new_id
+from hostward.wire.alarms import alarm_class
+from hostward.wire.protocol import AlarmEvent
+
+WTP_TAMPER = "wtp_0001"
+WRITER_TTL_S = 5.0
+
+
+def process_dict(writer: Writer | None) -> dict[str, Any] | None:
+    if writer is None:
+        return None
+    return {
+        "pid": writer.pid,
+        "exe": writer.exe,
+        "uid": writer.uid,
+        "user": writer.user,
+        "cmdline": writer.cmdline,
+    }
+
+
+class WriterCache:
+    """path → the last process fanotify saw writing it (described at once, before it can exit)."""
+
+    def __init__(self, ttl_s: float = WRITER_TTL_S, self_pid: int | None = None) -> None:
+        self.ttl_s = ttl_s
+        self.self_pid = self_pid or os.getpid()
+        self._by_path: dict[str, tuple[Writer, float]] = {}
+
+    def feed(self, events: list[FanEvent]) -> list[tuple[str, Writer]]:
+        now = time.monotonic()
+        seen: list[tuple[str, Writer]] = []
+        described: dict[int, Writer] = {}
+        for ev in events:
+            if ev.path is None or ev.pid == self.self_pid:
+                continue
+            path = os.fsdecode(ev.path).removesuffix(" (deleted)")
+            writer = described.get(ev.pid) or describe_process(ev.pid)
+            described[ev.pid] = writer
+            self._by_path[path] = (writer, now)
+            seen.append((path, writer))
+        if len(self._by_path) > 4096:
+            self._by_path = {p: v for p, v in self._by_path.items() if now - v[1] < self.ttl_s}
+        return seen
+
+    def forget(self, path: str) -> None:
+        self._by_path.pop(path, None)
+
+    def get(self, path: str) -> Writer | None:
+        hit = self._by_path.get(path)
+        if hit is None or time.monotonic() - hit[1] > self.ttl_s:
+            return None
+        return hit[0]
+
+
+def tamper_alarm(record: dict[str, Any], now: datetime) -> AlarmEvent:
+    """The ``wtp_0001`` alarm for one tamper record."""
+    proc = record.get("process") or {}
+    who = f" by {proc.get('exe') or proc.get('pid')}" if proc else ""
+    return AlarmEvent(
+        key=f"wtp-{new_id()}",
+        occurred_at=now,
+        event_class=WTP_TAMPER,
+        severity=alarm_class(WTP_TAMPER).severity,
+        title=f"Web page tampering: {record['action']} {record['path']}{who}"[:512],
+        fingerprint=f"{WTP_TAMPER}:{record['action']}:{record['path']}"[:256],
+        evidence={
+            "file_path": record["path"],
+            "action": record["action"],
+            "outcome": record["outcome"],
+            "directory": record.get("directory"),
+            "process": record.get("process"),
+            "moved_to": record.get("moved_to"),
+        },
+    )
