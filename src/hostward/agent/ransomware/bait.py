@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from hostward.agent.ransomware.policy import BAIT_ROTATE_S, RansomwarePolicy
 from hostward.agent.wtp.backup import hash_file
 
-_WORDS = ("budget", "passwords", "backup", "payroll", "invoices", "contracts", "customers", "salary", "accounts")
+_WORDS = ("budget", "passwords", "backup", "payroll", "invoices", "contracts", "customers", "accounts")
 MAX_RANDOM_LOCATIONS = 5
 
 

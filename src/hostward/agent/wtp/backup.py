@@ -11,8 +11,10 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -252,3 +254,16 @@ def matches(path: str, entry: Entry) -> bool:
         return hash_file(path) == entry.sha256
     except OSError:
         return False
+
+
+def hold(path: str, area_root: str, unlock: Callable[[str], None]) -> str:
+    """Move ``path`` (a file or a whole tree, unlocked first) to a new folder under ``area_root``."""
+    area = os.path.join(area_root, str(time.time_ns()))
+    os.makedirs(area, mode=0o700, exist_ok=True)
+    if os.path.isdir(path) and not os.path.islink(path):
+        for p, st in walk(path, lambda _p: False):
+            if not stat.S_ISLNK(st.st_mode):
+                unlock(p)
+    dest = os.path.join(area, os.path.basename(path))
+    shutil.move(path, dest)
+    return dest

@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from hostward.agent.fim import inotify as ino
 from hostward.agent.fim.fanotify import FanEvent, Writer, describe_process
 from hostward.core.ids import new_id
 from hostward.wire.alarms import alarm_class
@@ -14,6 +15,32 @@ from hostward.wire.protocol import AlarmEvent
 
 WTP_TAMPER = "wtp_0001"
 WRITER_TTL_S = 5.0
+WATCH_MASK = (
+    ino.IN_MODIFY
+    | ino.IN_CLOSE_WRITE
+    | ino.IN_ATTRIB
+    | ino.IN_CREATE
+    | ino.IN_DELETE
+    | ino.IN_MOVED_FROM
+    | ino.IN_MOVED_TO
+    | ino.IN_DELETE_SELF
+    | ino.IN_ONLYDIR
+    | ino.IN_DONT_FOLLOW
+    | ino.IN_EXCL_UNLINK
+)
+
+
+def tamper_action(mask: int) -> str:
+    """The tamper action an inotify mask stands for."""
+    if mask & (ino.IN_DELETE | ino.IN_DELETE_SELF):
+        return "deleted"
+    if mask & ino.IN_MOVED_FROM:
+        return "renamed"
+    if mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
+        return "created"
+    if mask & (ino.IN_MODIFY | ino.IN_CLOSE_WRITE):
+        return "modified"
+    return "attributes"
 
 
 def process_dict(writer: Writer | None) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import select
-import shutil
 import stat
 import threading
 import time
@@ -34,6 +33,7 @@ from hostward.agent.wtp.backup import (
     Entry,
     Manifest,
     capture,
+    hold,
     load_manifest,
     matches,
     save_manifest,
@@ -41,7 +41,7 @@ from hostward.agent.wtp.backup import (
     write_entry,
 )
 from hostward.agent.wtp.config import ProtectedDir, WtpConfig, WtpError, validate
-from hostward.agent.wtp.events import WriterCache, process_dict, tamper_alarm
+from hostward.agent.wtp.events import WATCH_MASK, WriterCache, process_dict, tamper_action, tamper_alarm
 from hostward.agent.wtp.immutable import Immutability, ImmutableUnsupported, KernelImmutability, probe
 from hostward.agent.wtp.schedule import is_unprotected
 from hostward.core.clock import Clock, SystemClock
@@ -50,35 +50,10 @@ from hostward.wire.protocol import AlarmEvent
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".hw-wtp-"
-WATCH_MASK = (
-    ino.IN_MODIFY
-    | ino.IN_CLOSE_WRITE
-    | ino.IN_ATTRIB
-    | ino.IN_CREATE
-    | ino.IN_DELETE
-    | ino.IN_MOVED_FROM
-    | ino.IN_MOVED_TO
-    | ino.IN_DELETE_SELF
-    | ino.IN_ONLYDIR
-    | ino.IN_DONT_FOLLOW
-    | ino.IN_EXCL_UNLINK
-)
 ATTRIBUTION_WAIT_S = 0.2
 NO_IMMUTABLE = "immutable not supported; watch-and-restore only"
 
 EventSink = Callable[[dict[str, Any], AlarmEvent], None]
-
-
-def _action(mask: int) -> str:
-    if mask & (ino.IN_DELETE | ino.IN_DELETE_SELF):
-        return "deleted"
-    if mask & ino.IN_MOVED_FROM:
-        return "renamed"
-    if mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
-        return "created"
-    if mask & (ino.IN_MODIFY | ino.IN_CLOSE_WRITE):
-        return "modified"
-    return "attributes"
 
 
 @dataclass
@@ -381,7 +356,7 @@ class WtpGuard:
             if name.startswith(TMP_PREFIX):
                 continue
             path = os.path.join(base, name) if name else base
-            pending.setdefault(path, _action(ev.mask))
+            pending.setdefault(path, tamper_action(ev.mask))
         if self._fan is not None:
             self._writers.feed(self._fan.read())
         if overflow:
@@ -512,18 +487,14 @@ class WtpGuard:
 
     def _hold(self, path: str) -> str:
         """Move an unexpected file or directory into the tamper holding area; returns where."""
-        area = os.path.join(self.config.backup_path, "tamper", f"{time.time_ns()}")
-        os.makedirs(area, mode=0o700, exist_ok=True)
-        if os.path.isdir(path) and not os.path.islink(path):
-            for p, st in walk(path, lambda _p: False):
-                if not stat.S_ISLNK(st.st_mode):
-                    try:
-                        self.immutability.set_immutable(p, False)
-                    except (OSError, ImmutableUnsupported):
-                        pass
-        dest = os.path.join(area, os.path.basename(path))
-        shutil.move(path, dest)
-        return dest
+
+        def unlock(p: str) -> None:
+            try:
+                self.immutability.set_immutable(p, False)
+            except (OSError, ImmutableUnsupported):
+                pass
+
+        return hold(path, os.path.join(self.config.backup_path, "tamper"), unlock)
 
     def _remove_unexpected(self, d: ProtectedDir, path: str, action: str) -> dict[str, Any] | None:
         if not os.path.lexists(path):
