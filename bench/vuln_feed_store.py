@@ -19,13 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vulns_match import generate  # noqa: E402
-
-from hostward.agent.vulns.feeds import normalize_name  # noqa: E402
-from hostward.manager.context import ManagerContext  # noqa: E402
-from hostward.manager.db import migrate  # noqa: E402
-from hostward.manager.settings import ManagerSettings  # noqa: E402
-from hostward.manager.vulns import feeds  # noqa: E402
+from hostward.agent.vulns.feeds import normalize_name
+from hostward.manager.context import ManagerContext
+from hostward.manager.db import migrate
+from hostward.manager.settings import ManagerSettings
+from hostward.manager.vulns import feeds
+from vulns_match import generate
 
 
 def main() -> int:

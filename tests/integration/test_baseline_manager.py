@@ -83,8 +83,19 @@ def test_baseline_results_views_and_handling(any_ctx: ManagerContext) -> None:
     )
     assert len(events) == 2
     assert post(ctx, aid, events) == ["accepted", "accepted"]
-    post(ctx, bid, chunked_records(service.BASELINE_TOPIC, "scan-b", "results", [check("ssh-root-login", "passed")],
-                                   300, NOW, enabled=True))  # fmt: skip
+    post(
+        ctx,
+        bid,
+        chunked_records(
+            service.BASELINE_TOPIC,
+            "scan-b",
+            "results",
+            [check("ssh-root-login", "passed")],
+            300,
+            NOW,
+            enabled=True,
+        ),
+    )
     with ctx.uow() as s:
         assert s.get(Server, aid).risk_baseline == 2  # type: ignore[union-attr]
         assert s.get(Server, aid).scan_result == "risk"  # type: ignore[union-attr]
@@ -125,8 +136,11 @@ def test_baseline_results_views_and_handling(any_ctx: ManagerContext) -> None:
         assert all(v for _, _, v in rows)
         scan_id = scans[0].id
     # the rerun: root login fixed, x11 passes now (its exception is dropped), nginx check gone
-    rerun = [check("ssh-root-login", "passed"), check("ssh-x11-forwarding", "passed", "low"),
-             check("ssh-max-auth-tries", "passed", "medium")]  # fmt: skip
+    rerun = [
+        check("ssh-root-login", "passed"),
+        check("ssh-x11-forwarding", "passed", "low"),
+        check("ssh-max-auth-tries", "passed", "medium"),
+    ]
     post(ctx, aid, chunked_records(service.BASELINE_TOPIC, scan_id, "results", rerun, 300, NOW, enabled=True))
     with ctx.uow() as s:
         rows, total = service.list_results(s, server_id=aid)
@@ -186,7 +200,7 @@ def test_weak_passwords_and_complexity(any_ctx: ManagerContext) -> None:
         server = s.get(Server, sid)
         assert server is not None
         assert (server.risk_baseline, server.risk_intrusions) == (2, 2)
-        rows, total = service.list_weak_passwords(s, server_id=sid)
+        rows, _total = service.list_weak_passwords(s, server_id=sid)
         assert [(w.username, w.reasons) for w, _ in rows] == [
             ("alice", ["common_password"]),
             ("bob", ["common_password"]),
@@ -242,6 +256,12 @@ def test_bad_records_are_rejected_with_a_reason(ctx: ManagerContext) -> None:
     ingest.load_builtin_handlers()
     with ctx.uow() as s:
         sid = enrolled_server(s, NOW).id
-    statuses = post(ctx, sid, [record(service.BASELINE_TOPIC, {"scan_id": "x", "part": 3, "parts": 1, "total": 0}),
-                               record(service.WEAKPASS_TOPIC, {"weak": "nope"})])  # fmt: skip
+    statuses = post(
+        ctx,
+        sid,
+        [
+            record(service.BASELINE_TOPIC, {"scan_id": "x", "part": 3, "parts": 1, "total": 0}),
+            record(service.WEAKPASS_TOPIC, {"weak": "nope"}),
+        ],
+    )
     assert statuses == ["rejected", "rejected"]

@@ -660,7 +660,8 @@ def test_dashboard_figures(client: TestClient, app_ctx: ManagerContext) -> None:
     premium = row(html, 'data-quota-edition="premium"')
     assert "1 / 1" in premium
     # Ring: two online (one of them protected), one offline.
-    assert html.count("stroke-dasharray=") == 2
+    ring = html[html.index('aria-label="Agent status') :]
+    assert ring[: ring.index("</svg>")].count("stroke-dasharray=") == 2
 
 
 def test_settings_form_round_trip() -> None:

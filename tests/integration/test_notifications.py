@@ -55,7 +55,11 @@ class Inbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default))
+            (
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                message_from_bytes(envelope.content, policy=policy.default),
+            )
         )
         self.received.set()
         return "250 Message accepted for delivery"
@@ -141,9 +145,15 @@ def scheduler(ctx: ManagerContext) -> Scheduler:
 def raise_alarm(
     ctx: ManagerContext, sid: str, severity: str, event_class: str = "login_0002", n: int = 1
 ) -> None:
-    event = AlarmEvent(key=new_id(), occurred_at=NOW, event_class=event_class, severity=severity,  # type: ignore[arg-type]
-                       title=f"Brute force succeeded from 203.0.113.{n}", fingerprint=f"fp-{n}",
-                       evidence={"login_ip": f"203.0.113.{n}", "username": "root"})  # fmt: skip
+    event = AlarmEvent(
+        key=new_id(),
+        occurred_at=NOW,
+        event_class=event_class,
+        severity=severity,  # type: ignore[arg-type]
+        title=f"Brute force succeeded from 203.0.113.{n}",
+        fingerprint=f"fp-{n}",
+        evidence={"login_ip": f"203.0.113.{n}", "username": "root"},
+    )
     with ctx.uow() as s:
         server = s.get(Server, sid)
         assert server is not None
@@ -167,9 +177,18 @@ def test_realtime_alarm_email_to_a_real_smtp_server(nctx: ManagerContext, smtp: 
     inbox, port = smtp
     with nctx.uow() as s:
         sid = enrolled_server(s, NOW, name="db-01").id
-    configure(nctx, severities=["critical", "high"], masked_event_classes=["login_0001"],
-              email={"enabled": True, "host": "127.0.0.1", "port": port, "sender": "hostward@example.org",
-                     "recipients": ["ops@example.org", "sec@example.org"]})  # fmt: skip
+    configure(
+        nctx,
+        severities=["critical", "high"],
+        masked_event_classes=["login_0001"],
+        email={
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": port,
+            "sender": "hostward@example.org",
+            "recipients": ["ops@example.org", "sec@example.org"],
+        },
+    )
     raise_alarm(nctx, sid, "high", n=1)
     raise_alarm(nctx, sid, "high", n=1)  # a repeat merges into the open alarm: no second notice
     raise_alarm(nctx, sid, "low", n=2)  # severity not chosen
@@ -222,16 +241,34 @@ def test_auto_blocking_and_rolled_back_events(nctx: ManagerContext, hook: Hook) 
         sid = enrolled_server(s, NOW, name="edge").id
     configure(nctx, webhook={"enabled": True, "url": hook.url})
     with nctx.uow() as s:
-        block = BlockedIp(server_id=sid, source="198.51.100.7", network="198.51.100.7/32", service="ssh",
-                          times_blocked=1, reason="brute force", first_blocked_at=NOW, latest_blocked_at=NOW,
-                          updated_at=NOW)  # fmt: skip
+        block = BlockedIp(
+            server_id=sid,
+            source="198.51.100.7",
+            network="198.51.100.7/32",
+            service="ssh",
+            times_blocked=1,
+            reason="brute force",
+            first_blocked_at=NOW,
+            latest_blocked_at=NOW,
+            updated_at=NOW,
+        )
         s.add(block)
     with nctx.uow() as s:  # blocked again: a second notice
         row = s.scalars(select(BlockedIp)).one()
         row.times_blocked += 1
     with pytest.raises(RuntimeError), nctx.uow() as s:  # never committed: nothing is sent
-        s.add(BlockedIp(server_id=sid, source="198.51.100.8", network="x", service="ssh", times_blocked=1,
-                        first_blocked_at=NOW, latest_blocked_at=NOW, updated_at=NOW))  # fmt: skip
+        s.add(
+            BlockedIp(
+                server_id=sid,
+                source="198.51.100.8",
+                network="x",
+                service="ssh",
+                times_blocked=1,
+                first_blocked_at=NOW,
+                latest_blocked_at=NOW,
+                updated_at=NOW,
+            )
+        )
         s.flush()
         raise RuntimeError("rolled back")
     configure(nctx, auto_blocking=False)
@@ -248,9 +285,14 @@ def test_daily_summary_at_its_time(nctx: ManagerContext, smtp: tuple[Inbox, int]
     with nctx.uow() as s:
         sid = enrolled_server(s, NOW, name="app").id
     raise_alarm(nctx, sid, "medium", n=1)
-    configure(nctx, realtime_enabled=False, daily_time="10:00", timezone="Europe/Berlin",
-              email={"enabled": True, "host": "127.0.0.1", "port": port, "recipients": ["ops@example.org"]},
-              webhook={"enabled": True, "url": hook.url})  # fmt: skip
+    configure(
+        nctx,
+        realtime_enabled=False,
+        daily_time="10:00",
+        timezone="Europe/Berlin",
+        email={"enabled": True, "host": "127.0.0.1", "port": port, "recipients": ["ops@example.org"]},
+        webhook={"enabled": True, "url": hook.url},
+    )
     raise_alarm(nctx, sid, "high", n=2)  # real-time off: queued by nobody
     assert jobs_of(nctx) == []
     with nctx.uow() as s:
@@ -285,13 +327,22 @@ def test_settings_api_and_console(nctx: ManagerContext, smtp: tuple[Inbox, int])
         h = {"Authorization": f"Bearer {token}"}
         defaults = client.get("/api/v1/settings/notifications", headers=h).json()
         assert (defaults["daily_time"], defaults["realtime_enabled"], defaults["email"]["password_set"]) == (
-            "10:00", True, False,
-        )  # fmt: skip
+            "10:00",
+            True,
+            False,
+        )
         body = dict(defaults)
         body["email"] = {
-            "enabled": True, "host": "127.0.0.1", "port": port, "recipients": ["a@example.org"],
-            "username": "", "password": "pw", "sender": "", "security": "none", "timeout_s": 5,
-        }  # fmt: skip
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": port,
+            "recipients": ["a@example.org"],
+            "username": "",
+            "password": "pw",
+            "sender": "",
+            "security": "none",
+            "timeout_s": 5,
+        }
         body["webhook"] = {"enabled": False, "url": "", "secret": "k", "timeout_s": 5}
         r = client.put("/api/v1/settings/notifications", headers=h, json=body)
         assert r.status_code == 200, r.text
@@ -323,19 +374,30 @@ def test_settings_api_and_console(nctx: ManagerContext, smtp: tuple[Inbox, int])
         assert page.status_code == 200 and 'data-nav="notifications"' in page.text
         assert "(set; leave empty to keep)" in page.text
         form = {
-            "csrf": csrf, "next": "/console/notifications", "realtime_enabled": "on", "daily_enabled": "on",
-            "daily_time": "07:30", "timezone": "UTC", "severities": ["critical", "high"],
-            "masked_event_classes": ["login_1001"], "email_enabled": "on", "email_host": "127.0.0.1",
-            "email_port": str(port), "email_security": "none",
-            "email_recipients": "x@example.org\ny@example.org", "webhook_url": "",
-        }  # fmt: skip
+            "csrf": csrf,
+            "next": "/console/notifications",
+            "realtime_enabled": "on",
+            "daily_enabled": "on",
+            "daily_time": "07:30",
+            "timezone": "UTC",
+            "severities": ["critical", "high"],
+            "masked_event_classes": ["login_1001"],
+            "email_enabled": "on",
+            "email_host": "127.0.0.1",
+            "email_port": str(port),
+            "email_security": "none",
+            "email_recipients": "x@example.org\ny@example.org",
+            "webhook_url": "",
+        }
         r = client.post("/console/notifications", data=form, follow_redirects=True)
         assert flash(r.text) == "ok: Notifications saved (email)."
         with nctx.uow() as s:
             saved = ns.load(s)
         assert (saved.daily_time, saved.severities, saved.email.recipients) == (
-            "07:30", ["critical", "high"], ["x@example.org", "y@example.org"],
-        )  # fmt: skip
+            "07:30",
+            ["critical", "high"],
+            ["x@example.org", "y@example.org"],
+        )
         assert saved.email.password == "pw"  # kept
         r = client.post("/console/notifications", data=dict(form, daily_time="7"), follow_redirects=True)
         assert flash(r.text).startswith("error: daily_time")

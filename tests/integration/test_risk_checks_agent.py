@@ -125,8 +125,11 @@ def test_vulnerability_check_on_the_real_dpkg_database(manager: ManagerContext, 
         assert total == 1
         glibc = rows[0][0]
         assert (glibc.package, glibc.fixed_version, glibc.severity, glibc.cvss_score) == (
-            "glibc", "2.36-9+deb12u999", "high", 7.8,
-        )  # fmt: skip
+            "glibc",
+            "2.36-9+deb12u999",
+            "high",
+            7.8,
+        )
         assert set(glibc.ids) == {"CVE-9999-0001", "HWTEST-2024-0001"}
         assert "libc6" in (glibc.fix_command or "")
         state = s.get(RiskServerState, sid)
@@ -176,7 +179,8 @@ def test_weak_password_check_throttled_with_alarms(manager: ManagerContext, tmp_
     )
     strong = make_hash("c0rrect-h0rse-battery-staple!", "$6$")
     (root / "etc/shadow").write_text(
-        f"root:!:19000::::::\nalice:{make_hash('s3cret-custom', '$6$')}:19000::::::\nbob:{strong}:19000::::::\n"
+        f"root:!:19000::::::\nalice:{make_hash('s3cret-custom', '$6$')}:19000::::::\n"
+        f"bob:{strong}:19000::::::\n"
     )
     (root / "etc/shadow").chmod(0o600)
     settings = {"custom_passwords": ["s3cret-custom"], "max_hashes_per_second": 50.0, "max_seconds": 60}

@@ -63,22 +63,54 @@ def seed(ctx: ManagerContext) -> str:
         }
     ]
     results = [
-        {"policy_id": "hostward_ssh", "policy_name": "SSH server", "check_id": "ssh-root-login",
-         "title": "Root login over SSH is disabled", "severity": "high", "result": "failed",
-         "reason": "PermitRootLogin yes", "remediation": "Set PermitRootLogin no."},
-    ]  # fmt: skip
+        {
+            "policy_id": "hostward_ssh",
+            "policy_name": "SSH server",
+            "check_id": "ssh-root-login",
+            "title": "Root login over SSH is disabled",
+            "severity": "high",
+            "result": "failed",
+            "reason": "PermitRootLogin yes",
+            "remediation": "Set PermitRootLogin no.",
+        },
+    ]
     events: list[Any] = [
         *chunked_records(vulns.RECORD_TOPIC, "s1", "findings", findings, 200, now, distro="Debian 12"),
         *chunked_records(baseline.BASELINE_TOPIC, "s1", "results", results, 300, now, enabled=True),
-        RecordEvent(key=new_id(), occurred_at=now, topic=baseline.WEAKPASS_TOPIC, data={
-            "scan_id": "s1", "status": "ok", "detail": "2 accounts checked, 1 weak", "accounts_checked": 2,
-            "weak": [{"username": "deploy", "account_type": "normal", "reasons": ["username_derived"]}],
-            "hashes": 40, "seconds": 4.0, "complete": True}),
-        RecordEvent(key=new_id(), occurred_at=now, topic=baseline.COMPLEXITY_TOPIC, data={
-            "module": None, "source": "", "passed": False,
-            "items": [{"id": "min_length", "result": "failed", "value": "not enforced",
-                       "suggestion": "install pam_pwquality"}]}),
-    ]  # fmt: skip
+        RecordEvent(
+            key=new_id(),
+            occurred_at=now,
+            topic=baseline.WEAKPASS_TOPIC,
+            data={
+                "scan_id": "s1",
+                "status": "ok",
+                "detail": "2 accounts checked, 1 weak",
+                "accounts_checked": 2,
+                "weak": [{"username": "deploy", "account_type": "normal", "reasons": ["username_derived"]}],
+                "hashes": 40,
+                "seconds": 4.0,
+                "complete": True,
+            },
+        ),
+        RecordEvent(
+            key=new_id(),
+            occurred_at=now,
+            topic=baseline.COMPLEXITY_TOPIC,
+            data={
+                "module": None,
+                "source": "",
+                "passed": False,
+                "items": [
+                    {
+                        "id": "min_length",
+                        "result": "failed",
+                        "value": "not enforced",
+                        "suggestion": "install pam_pwquality",
+                    }
+                ],
+            },
+        ),
+    ]
     with ctx.uow() as s:
         server = s.get(Server, sid)
         assert server is not None
@@ -112,14 +144,26 @@ def test_vulnerability_pages_and_actions(client: TestClient, app_ctx: ManagerCon
     assert "apt-get install --only-upgrade libc6" in detail.text and "whitelist-form" in detail.text
     with app_ctx.uow() as s:
         finding_id = s.scalars(select(VulnFinding.id)).one()
-    r = post(client, csrf, "/console/vulnerabilities/handle", action="ignore", finding_ids=finding_id,
-             next="/console/vulnerabilities/findings")  # fmt: skip
+    r = post(
+        client,
+        csrf,
+        "/console/vulnerabilities/handle",
+        action="ignore",
+        finding_ids=finding_id,
+        next="/console/vulnerabilities/findings",
+    )
     assert flash(r.text) == "ok: Ignored 1 vulnerability."
     r = post(client, csrf, "/console/vulnerabilities/handle", action="ignore", finding_ids=finding_id)
     assert flash(r.text).startswith("error: ")
     post(client, csrf, "/console/vulnerabilities/handle", action="unignore", finding_ids=finding_id)
-    r = post(client, csrf, "/console/vulnerabilities/whitelist", vuln_id="HWTEST-2024-0001", scope="all",
-             remark="accepted")  # fmt: skip
+    r = post(
+        client,
+        csrf,
+        "/console/vulnerabilities/whitelist",
+        vuln_id="HWTEST-2024-0001",
+        scope="all",
+        remark="accepted",
+    )
     assert flash(r.text).startswith("ok: Whitelisted HWTEST-2024-0001: 1 open finding(s) ignored")
     assert 'data-rule="HWTEST-2024-0001"' in r.text
     with app_ctx.uow() as s:
@@ -149,8 +193,14 @@ def test_baseline_pages_and_actions(client: TestClient, app_ctx: ManagerContext)
         result_id = baseline.list_results(s, server_id=sid)[0][0][0].id
     r = post(client, csrf, "/console/baseline/handle", action="ignore", result_ids=result_id)
     assert flash(r.text) == "ok: Ignored 1 check result."
-    r = post(client, csrf, "/console/baseline/handle", action="verify", result_ids=result_id,
-             next="/console/baseline/check?policy_id=hostward_ssh&check_id=ssh-root-login")  # fmt: skip
+    r = post(
+        client,
+        csrf,
+        "/console/baseline/handle",
+        action="verify",
+        result_ids=result_id,
+        next="/console/baseline/check?policy_id=hostward_ssh&check_id=ssh-root-login",
+    )
     assert flash(r.text).startswith("ok: Verifying: baseline scan queued on 1 server")
     assert "Verifying</span>" in r.text
     r = post(client, csrf, "/console/baseline/complexity", action="ignore", server_id=sid)
@@ -230,8 +280,11 @@ def test_rest_api_and_agent_channel(client: TestClient, app_ctx: ManagerContext)
             )
         )
     agent = TestClient(create_agent_app(app_ctx))
-    r = agent.post("/agent/v1/vulns/advisories", headers={"Authorization": f"Bearer {key}"},
-                   json={"packages": [["debian", "glibc"], ["debian", "nothing"]]})  # fmt: skip
+    r = agent.post(
+        "/agent/v1/vulns/advisories",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"packages": [["debian", "glibc"], ["debian", "nothing"]]},
+    )
     assert r.status_code == 200 and r.headers["x-hostward-matched"] == "2"
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert sorted(li["kind"] for li in lines) == ["debian", "osv"]

@@ -99,7 +99,12 @@ def test_builtin_registry_lists_the_periodic_tasks() -> None:
         "scan_timeouts": 30,
         "daily_scans": 60,
         "retention": 3600,
+        "vuln_scans": 60,
+        "risk_retention": 3600,
+        "security_score": 300,
+        "daily_notifications": 60,
     }
+    assert builtin_registry().job_kinds == ["notify_send"]
 
 
 # ---- jobs ---------------------------------------------------------------------------------------------
@@ -350,7 +355,7 @@ def test_failing_periodic_task_records_its_error_and_keeps_its_schedule(any_ctx:
 def test_builtin_tasks_run_on_an_empty_manager(any_ctx: ManagerContext) -> None:
     ctx = any_ctx
     sched = Scheduler(ctx)
-    assert sched.run_once(ctx.clock.now()) == 5
+    assert sched.run_once(ctx.clock.now()) == 9
     with ctx.uow() as s:
         rows = list(s.scalars(select(PeriodicTask)))
         assert {r.name: r.last_error for r in rows} == {
@@ -359,6 +364,10 @@ def test_builtin_tasks_run_on_an_empty_manager(any_ctx: ManagerContext) -> None:
             "scan_timeouts": "",
             "daily_scans": "",
             "retention": "",
+            "vuln_scans": "",
+            "risk_retention": "",
+            "security_score": "",
+            "daily_notifications": "",
         }
 
 

@@ -58,8 +58,14 @@ def ingest_events(ctx: ManagerContext, sid: str, events: list[Any]) -> None:
 
 
 def alarm(severity: str, n: int, event_class: str = "login_0002") -> AlarmEvent:
-    return AlarmEvent(key=new_id(), occurred_at=NOW, event_class=event_class, severity=severity,  # type: ignore[arg-type]
-                      fingerprint=f"f{n}", title="t")  # fmt: skip
+    return AlarmEvent(
+        key=new_id(),
+        occurred_at=NOW,
+        event_class=event_class,
+        severity=severity,  # type: ignore[arg-type]
+        fingerprint=f"f{n}",
+        title="t",
+    )
 
 
 def deduction(data: dict[str, Any], key: str) -> float | None:
@@ -85,14 +91,30 @@ def test_deductions_caps_and_handling(any_ctx: ManagerContext) -> None:
         sid = web.id
     # 1 critical + 2 high vulnerabilities = 16; a failed high + a failed low check = 11, a weak password 10
     events: list[Any] = [
-        *chunked_records(vulns.RECORD_TOPIC, "v", "findings",
-                         [finding(1, "critical"), finding(2, "high"), finding(3, "high")], 200, NOW),
-        *chunked_records(baseline.BASELINE_TOPIC, "b", "results", [
-            {"policy_id": "p", "check_id": "c1", "severity": "high", "result": "failed"},
-            {"policy_id": "p", "check_id": "c2", "severity": "low", "result": "failed"},
-            {"policy_id": "p", "check_id": "c3", "severity": "high", "result": "passed"}], 300, NOW),
-        alarm("high", 1), alarm("medium", 2), alarm("critical", 3, "login_1003"),
-    ]  # fmt: skip
+        *chunked_records(
+            vulns.RECORD_TOPIC,
+            "v",
+            "findings",
+            [finding(1, "critical"), finding(2, "high"), finding(3, "high")],
+            200,
+            NOW,
+        ),
+        *chunked_records(
+            baseline.BASELINE_TOPIC,
+            "b",
+            "results",
+            [
+                {"policy_id": "p", "check_id": "c1", "severity": "high", "result": "failed"},
+                {"policy_id": "p", "check_id": "c2", "severity": "low", "result": "failed"},
+                {"policy_id": "p", "check_id": "c3", "severity": "high", "result": "passed"},
+            ],
+            300,
+            NOW,
+        ),
+        alarm("high", 1),
+        alarm("medium", 2),
+        alarm("critical", 3, "login_1003"),
+    ]
     ingest_events(ctx, sid, events)
     with ctx.uow() as s:
         baseline.ingest_weak_passwords(

@@ -67,9 +67,18 @@ def send(
     ctx: ManagerContext, server_id: str, scan_id: str, findings: list[dict[str, Any]], per: int = 2
 ) -> list[Any]:
     events = chunked_records(
-        service.RECORD_TOPIC, scan_id, "findings", findings, per, NOW,
-        distro="Debian 12", packages=400, advisories=9, suppressed_backports=1, feed_issues=[],
-    )  # fmt: skip
+        service.RECORD_TOPIC,
+        scan_id,
+        "findings",
+        findings,
+        per,
+        NOW,
+        distro="Debian 12",
+        packages=400,
+        advisories=9,
+        suppressed_backports=1,
+        feed_issues=[],
+    )
     batch = RawEventBatch(events=[json.loads(e.model_dump_json()) for e in events])
     with ctx.uow() as s:
         server = s.get(Server, server_id)
@@ -80,8 +89,9 @@ def send(
 def test_import_sample_feeds_and_deliver_by_package(any_ctx: ManagerContext) -> None:
     ctx = any_ctx
     with ctx.uow() as s:
-        tracker = feeds.import_path(s, SAMPLES / "debian-tracker.json", name="tracker", source="path",
-                                    actor="admin", now=NOW)  # fmt: skip
+        tracker = feeds.import_path(
+            s, SAMPLES / "debian-tracker.json", name="tracker", source="path", actor="admin", now=NOW
+        )
         osv = feeds.import_path(s, SAMPLES / "osv", name="osv", source="path", actor="admin", now=NOW)
         bad = feeds.import_path(
             s, SAMPLES / "malformed.json", name="bad", source="upload", actor="admin", now=NOW
@@ -119,8 +129,9 @@ def test_import_sample_feeds_and_deliver_by_package(any_ctx: ManagerContext) -> 
 
     # re-importing the same file replaces its advisories (no duplicates) and drops the emptied feed
     with ctx.uow() as s:
-        again = feeds.import_path(s, SAMPLES / "debian-tracker.json", name="tracker", source="path",
-                                  actor="admin", now=NOW)  # fmt: skip
+        again = feeds.import_path(
+            s, SAMPLES / "debian-tracker.json", name="tracker", source="path", actor="admin", now=NOW
+        )
         assert again.advisories == 4
         assert feeds.advisory_count(s) == 14
         assert {f.name for f in feeds.list_feeds(s)} == {"tracker", "osv", "bad"}
@@ -229,8 +240,9 @@ def test_whitelist_rules(any_ctx: ManagerContext) -> None:
         send(ctx, sid, f"s-{sid}", [finding("glibc", "HWTEST-2024-0001", aliases=["CVE-9999-0001"])])
     with ctx.uow() as s:
         # by alias, on one server: its finding is ignored by the rule; the other stays open
-        rule, matched = service.create_rule(s, vuln_id="CVE-9999-0001", server_ids=[aid], remark="vendor says safe",
-                                            actor="op", now=NOW)  # fmt: skip
+        rule, matched = service.create_rule(
+            s, vuln_id="CVE-9999-0001", server_ids=[aid], remark="vendor says safe", actor="op", now=NOW
+        )
         assert matched == 1
         rule_id = rule.id
         assert (s.get(Server, aid).risk_vulnerabilities, s.get(Server, bid).risk_vulnerabilities) == (0, 1)  # type: ignore[union-attr]

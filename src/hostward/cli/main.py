@@ -43,7 +43,6 @@ def build_app() -> typer.Typer:
         auth_cmds,
         fimrec_cmds,
         loginsec_cmds,
-        logtest_cmds,
         manager_cmds,
         policies_cmds,
         quotas_cmds,
@@ -89,16 +88,20 @@ def build_app() -> typer.Typer:
     app.add_typer(fimrec_cmds.app, name="fim")
     loginsec_cmds.attach(alarms_cmds.whitelists_app)
     app.add_typer(loginsec_cmds.blocked_ips_app, name="blocked-ips")
-    app.command("logtest")(logtest_cmds.logtest)
     _add_risk_commands(app)
     return app
 
 
 def _add_risk_commands(app: typer.Typer) -> None:
     """Standalone checks (no manager needed): log test, baseline, vulnerabilities, weak passwords."""
-    from hostward.cli import logtest_cmds, risk_cmds
+    from hostward.cli import logtest_cmds, malware_cmds, risk_cmds
 
     app.command("logtest")(logtest_cmds.logtest)
+    malware = typer.Typer(
+        help="Malware scanning with the bundled YARA rules (standalone).", no_args_is_help=True
+    )
+    malware.command("scan")(malware_cmds.malware_scan)
+    app.add_typer(malware, name="malware")
 
     baseline = typer.Typer(
         help="Baseline checks (standalone run; results on the manager).", no_args_is_help=True

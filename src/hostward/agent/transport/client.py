@@ -146,7 +146,6 @@ class AgentClient:
     def policy(self) -> PolicyBundle:
         return self._parse(self._request("GET", "/policy"), PolicyBundle)
 
-
     def vuln_advisories(self, packages: Sequence[tuple[str, str]]) -> Iterator[dict[str, Any]]:
         """The advisories about ``packages`` ((family, name) pairs), streamed one object at a time.
 

@@ -139,14 +139,14 @@ def _plain(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def describe(change: FimChange) -> str:
+def describe(change: FimChange, *, hashes: bool = True) -> str:
     """One line for lists: ``sha256 ab12… → cd34…; mode 0644 → 0600`` (the reference's "change
-    description")."""
+    description"); ``hashes=False`` leaves the content hashes out (shown next to it)."""
     if change.action == "accept":
         return f"new baseline sha256 {_short(change.new_hash)}" if change.new_hash else "new baseline"
     if change.action in ("create", "delete"):
         entry = change.new if change.action == "create" else change.old
-        parts = [f"sha256 {_short(entry.get('sha256'))}"] if entry.get("sha256") else []
+        parts = [f"sha256 {_short(entry.get('sha256'))}"] if entry.get("sha256") and hashes else []
         if "size" in entry:
             parts.append(f"size {entry['size']}")
         if "mode" in entry:
@@ -161,7 +161,8 @@ def describe(change: FimChange) -> str:
             continue
         old, new = change.old.get(attr), change.new.get(attr)
         if attr == "sha256":
-            parts.append(f"sha256 {_short(old)} → {_short(new)}")
+            if hashes:
+                parts.append(f"sha256 {_short(old)} → {_short(new)}")
         elif attr in ("mtime",):
             parts.append("mtime changed")
         else:

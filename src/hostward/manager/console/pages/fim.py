@@ -97,7 +97,7 @@ def fim_page(
             hosts=hosts,
             hosts_total=hosts_total,
             hosts_query=opt(hq) or "",
-            rows=[(c, name, describe(c)) for c, name in rows],
+            rows=[(c, name, describe(c, hashes=False)) for c, name in rows],
             pager=pager,
             filters=filters,
             filter_server=server,

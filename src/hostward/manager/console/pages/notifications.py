@@ -93,8 +93,14 @@ async def save(request: Request, user: FormAdmin) -> Response:
     ctx = ctx_of(request)
     with ctx.uow() as session:
         value = settings.save(session, update, ctx.clock.now())
-        audit.record(session, user.username, "set_notifications", target_type="setting",
-                     target_id=settings.SETTINGS_KEY, channels=value.channels)  # fmt: skip
+        audit.record(
+            session,
+            user.username,
+            "set_notifications",
+            target_type="setting",
+            target_id=settings.SETTINGS_KEY,
+            channels=value.channels,
+        )
     nxt = form.get("next")
     active = ", ".join(value.channels) or "no channel enabled"
     return redirect(
