@@ -157,7 +157,9 @@ class AccountsDetector:
 
     def configure(self, bundle: PolicyBundle | None) -> None:
         policy = bundle.policies.get(POLICY_KEY) if bundle is not None else None
-        wanted = policy is None or (policy.enabled and policy.settings.get("account_alarms", True) is not False)
+        wanted = policy is None or (
+            policy.enabled and policy.settings.get("account_alarms", True) is not False
+        )
         self.alarming = bool(bundle is not None and bundle.protection and wanted)
         self.interval_s = accounts_interval(bundle)
 
