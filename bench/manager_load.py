@@ -364,10 +364,11 @@ def report(
             f"{ev_window:.1f} s = {ev_rate:.0f} events/s; batch latency {latency_line(ev_ms)[0]}"
         )
     print(f"  cpu (window)       {meter.line()} (load generator by rusage {client_cpu:.2f} cores)")
-    print(
-        f"  manager cpu/req    {per_request_ms:.2f} ms per request answered in the window "
-        f"({requests} requests: heartbeats, polls, event batches)"
-    )
+    if requests:
+        print(
+            f"  manager cpu/req    {per_request_ms:.2f} ms per request answered in the window "
+            f"({requests} requests: heartbeats, polls, event batches)"
+        )
 
     hb_error_total = sum(hb_errors.values())
     passed = (

@@ -20,7 +20,7 @@ from tests.procs import as_json, enroll_agent, hostward, login, ok, running_mana
 pytestmark = pytest.mark.slow
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "vulns"
-SCAN_TIMEOUT_S = 240
+SCAN_TIMEOUT_S = 600  # the comprehensive scan on enable also runs the other capabilities
 
 
 def test_vulnerability_and_baseline_scans_through_real_processes(tmp_path: Path) -> None:

@@ -116,8 +116,9 @@ def hook() -> Iterator[Hook]:
         h.close()
 
 
-@pytest.fixture
-def nctx(ctx: ManagerContext) -> ManagerContext:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def nctx(request: pytest.FixtureRequest) -> ManagerContext:
+    ctx: ManagerContext = request.getfixturevalue("ctx" if request.param == "sqlite" else "pg_ctx")
     with ctx.uow() as s:
         policies.ensure_presets(s)
     ingest.load_builtin_handlers()

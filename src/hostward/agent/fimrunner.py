@@ -361,10 +361,6 @@ class FimRunner:
         if self.post_result is not None:
             self.post_result(command.id, result)
 
-    def _engine(self) -> FimEngine | None:
-        # FimMonitor has no public accessor for its engine yet; accept needs the engine's paths API.
-        return self.monitor._engine
-
     def accept(self, payload: dict[str, Any], command_id: str) -> CommandResult:
         """Re-baseline ``payload["paths"]`` (see the module docstring); returns the command result."""
         paths = payload.get("paths")
@@ -379,7 +375,7 @@ class FimRunner:
         ):
             return failed(f"fim_accept needs payload {{paths: [1-{MAX_ACCEPT_PATHS} absolute paths]}}")
         self._apply()
-        engine = self._engine()
+        engine = self.monitor.engine
         if not self.enabled or engine is None:
             return failed("file integrity monitoring is off on this server; nothing to accept")
         accepted: list[str] = []
