@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--find-limit", action="store_true", help="step N through --steps; report the largest passing"
     )
-    ap.add_argument("--steps", default="1000,2000,5000,10000", help="agent counts for --find-limit")
+    ap.add_argument("--steps", default="250,500,1000,2000,5000,10000", help="agent counts for --find-limit")
     ap.add_argument(
         "--profile",
         metavar="PATH",

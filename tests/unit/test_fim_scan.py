@@ -17,6 +17,7 @@ from hostward.agent.fim.config import RootSet, WatchRoot
 from hostward.agent.fim.scan import (
     FS_IMMUTABLE_FL,
     Entry,
+    ScanCancelled,
     Scanner,
     Throttle,
     pack_xattrs,
@@ -280,3 +281,23 @@ def test_throttled_scan_is_slowed_to_the_rate(tmp_path: Path) -> None:
     elapsed = time.monotonic() - start
     # 4 MiB at 4 MiB/s with a 1 MiB initial burst: at least ~0.75 s.
     assert elapsed >= 0.6
+
+
+def test_parallel_walk_records_the_same_as_a_sequential_one(tmp_path: Path) -> None:
+    for d in range(30):
+        sub = tmp_path / f"d{d}" / "deeper" / f"x{d % 3}"
+        sub.mkdir(parents=True)
+        for i in range(20):
+            (sub / f"f{i}").write_bytes(os.urandom(32))
+        os.symlink("deeper", tmp_path / f"d{d}" / "link")
+    root = [WatchRoot(_b(tmp_path))]
+    one = Scanner(workers=1, racy_ns=0).scan(root)
+    four = Scanner(workers=4, racy_ns=0).scan(root)
+    assert one.rows == four.rows and len(one.rows) == 1 + 30 * (3 + 20 + 1)
+    keys = {p: stat_key(r) for p, r in one.rows.items()}
+    quick = Scanner(workers=4, racy_ns=0).scan(root, keys=keys)
+    assert quick.rows == {} and quick.unchanged == set(one.rows)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ScanCancelled):
+        Scanner(workers=3).scan(root, cancel=cancel)

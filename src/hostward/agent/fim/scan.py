@@ -24,6 +24,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import stat
 import struct
 import sys
@@ -557,6 +558,73 @@ class _Walk:
             self.flush()
 
     def tree(self, root: WatchRoot) -> None:
+        """Walk one directory root; with several workers, several threads list directories at once
+        (each ``lstat`` and ``getdents`` releases the GIL, and on a VM system calls are most of a quick
+        check)."""
+        cancel = self.cancel
+        walkers = self.s.workers if root.recursive else 1
+        if walkers <= 1:
+            stack = [root.path]
+            batch: list[bytes] = []
+            while stack:
+                if cancel is not None and cancel.is_set():
+                    raise ScanCancelled()
+                self.directory(root, stack.pop(), stack.append, batch)
+            self.flush_batch(batch)
+            return
+        todo: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        todo.put(root.path)
+        lock = threading.Lock()
+        pending = [1]  # directories queued or being listed
+        errors: list[BaseException] = []
+
+        def walker() -> None:
+            batch: list[bytes] = []
+            try:
+                while True:
+                    dpath = todo.get()
+                    if dpath is None:
+                        return
+                    found: list[bytes] = []
+                    try:
+                        if cancel is not None and cancel.is_set():
+                            raise ScanCancelled()
+                        self.directory(root, dpath, found.append, batch)
+                    finally:
+                        with lock:
+                            pending[0] += len(found) - 1
+                            done = pending[0] == 0
+                        for d in found:
+                            todo.put(d)
+                        if done:
+                            for _ in range(walkers):
+                                todo.put(None)
+            except BaseException as exc:
+                errors.append(exc)
+                for _ in range(walkers):
+                    todo.put(None)
+            finally:
+                self.flush_batch(batch)
+
+        threads = [threading.Thread(target=walker, name=f"fim-walk-{i}") for i in range(walkers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def flush_batch(self, batch: list[bytes]) -> None:
+        if batch:
+            assert self.submit is not None
+            self.pending.append(self.submit(list(batch)))
+            batch.clear()
+
+    def directory(
+        self, root: WatchRoot, dpath: bytes, push: Callable[[bytes], None], batch: list[bytes]
+    ) -> None:
+        """Record ``dpath`` and its entries; subdirectories to walk go to ``push``, files to hash to
+        ``batch`` (handed to the workers every ``BATCH`` paths)."""
         s = self.s
         out = self.out
         rootset = self.rootset
@@ -568,73 +636,63 @@ class _Walk:
         pack = _KEY.pack
         racy = self.racy
         unchanged_add = self.unchanged.add
-        cancel = self.cancel
-        stack = [root.path]
-        while stack:
-            if cancel is not None and cancel.is_set():
-                raise ScanCancelled()
-            dpath = stack.pop()
-            try:
-                dfd = os.open(dpath, _O_DIR)
-            except OSError:
-                row = s._scan_dir_entry(dpath)  # unreadable (recorded with error), vanished or replaced
-                if row is not None:
-                    out[dpath] = row
-                continue
-            try:
-                st = os.fstat(dfd)
-                if not (quick and same(dpath, st)):
-                    out[dpath] = s._stat_row(
-                        dpath, st, s._flags(dfd, st.st_dev), s._xattrs(dfd, st.st_dev), None
-                    )
-                descend = root.recursive or dpath == root.path
-                if not descend:
-                    continue
-                prefix = dpath + b"/" if dpath != b"/" else b"/"
-                with os.scandir(dfd) as it:
-                    for e in it:
-                        path = prefix + e.name.encode(_FSENC, _FSERR)
-                        if ignore and root.ignored(path):
-                            continue
-                        if nested and path in rootset:
-                            continue  # scanned as its own root
-                        if e.is_dir(follow_symlinks=False):
-                            if root.recursive:
-                                stack.append(path)
-                            else:
-                                row = s._scan_dir_entry(path)
-                                if row is not None:
-                                    out[path] = row
-                        elif e.is_file(follow_symlinks=False):
-                            if quick:
-                                # Inlined ``same()``: this is the per-file cost of a quick check.
-                                try:
-                                    fst = e.stat(follow_symlinks=False)
-                                except OSError:
-                                    continue  # vanished
-                                if keys_get(path) == pack(
-                                    fst.st_ino,
-                                    fst.st_size,
-                                    fst.st_mtime_ns,
-                                    fst.st_ctime_ns,
-                                    fst.st_mode,
-                                    fst.st_uid,
-                                    fst.st_gid,
-                                ) and (not racy or path not in racy):
-                                    unchanged_add(path)
-                                    continue
-                            batch = self.batch
-                            batch.append(path)
-                            if len(batch) >= BATCH:
-                                self.flush()
+        try:
+            dfd = os.open(dpath, _O_DIR)
+        except OSError:
+            row = s._scan_dir_entry(dpath)  # unreadable (recorded with error), vanished or replaced
+            if row is not None:
+                out[dpath] = row
+            return
+        try:
+            st = os.fstat(dfd)
+            if not (quick and same(dpath, st)):
+                out[dpath] = s._stat_row(dpath, st, s._flags(dfd, st.st_dev), s._xattrs(dfd, st.st_dev), None)
+            if not (root.recursive or dpath == root.path):
+                return
+            prefix = dpath + b"/" if dpath != b"/" else b"/"
+            with os.scandir(dfd) as it:
+                for e in it:
+                    path = prefix + e.name.encode(_FSENC, _FSERR)
+                    if ignore and root.ignored(path):
+                        continue
+                    if nested and path in rootset:
+                        continue  # scanned as its own root
+                    if e.is_dir(follow_symlinks=False):
+                        if root.recursive:
+                            push(path)
                         else:
+                            row = s._scan_dir_entry(path)
+                            if row is not None:
+                                out[path] = row
+                    elif e.is_file(follow_symlinks=False):
+                        if quick:
+                            # Inlined ``same()``: this is the per-file cost of a quick check.
                             try:
-                                est = e.stat(follow_symlinks=False)
+                                fst = e.stat(follow_symlinks=False)
                             except OSError:
+                                continue  # vanished
+                            if keys_get(path) == pack(
+                                fst.st_ino,
+                                fst.st_size,
+                                fst.st_mtime_ns,
+                                fst.st_ctime_ns,
+                                fst.st_mode,
+                                fst.st_uid,
+                                fst.st_gid,
+                            ) and (not racy or path not in racy):
+                                unchanged_add(path)
                                 continue
-                            if not (quick and same(path, est)):
-                                out[path] = s._scan_other(path, est)
-            except OSError:
-                continue  # directory vanished while listing
-            finally:
-                os.close(dfd)
+                        batch.append(path)
+                        if len(batch) >= BATCH:
+                            self.flush_batch(batch)
+                    else:
+                        try:
+                            est = e.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if not (quick and same(path, est)):
+                            out[path] = s._scan_other(path, est)
+        except OSError:
+            return  # directory vanished while listing
+        finally:
+            os.close(dfd)

@@ -7,7 +7,6 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from hostward.core.errors import HostwardError
 from hostward.manager.audit import service as audit
 from hostward.manager.deps import Admin, Ctx, Reader
 from hostward.manager.notify import service, settings
@@ -44,18 +43,17 @@ def put_notifications(body: settings.NotificationUpdate, principal: Admin, ctx: 
         return settings.public(value)
 
 
-@router.post("/settings/notifications/test")
+@router.post("/settings/notifications/test", status_code=202)
 def test_notification(body: TestIn, principal: Admin, ctx: Ctx) -> dict[str, Any]:
-    """Send a test message now on one channel (enabled or not) and say how it went."""
+    """Queue a test message on one channel (sent even while the channel is off); the outcome shows in
+    ``GET /settings/notifications/deliveries``."""
     with ctx.uow() as session:
-        current = settings.load(session)
-    message = {"type": "test", "requested_by": principal.username, "at": ctx.clock.now().isoformat()}
-    try:
-        if body.channel == "email":
-            subject, text = service.render(message)
-            service.channels.send_email(current.email, subject, text)
-        else:
-            service.channels.send_webhook(current.webhook, message, delivery_id="test")
-    except HostwardError as exc:
-        return {"ok": False, "error": exc.message}
-    return {"ok": True, "error": None}
+        job_id = service.queue_test(session, body.channel, actor=principal.username, now=ctx.clock.now())
+    return {"queued": True, "job_id": job_id}
+
+
+@router.get("/settings/notifications/deliveries")
+def deliveries(_p: Reader, ctx: Ctx) -> list[dict[str, Any]]:
+    """The latest notification deliveries (status, attempts, last error, next retry)."""
+    with ctx.uow() as session:
+        return service.recent_deliveries(session)

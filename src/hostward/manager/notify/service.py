@@ -18,6 +18,7 @@ from hostward.manager.alarms.models import Alarm
 from hostward.manager.notify import channels
 from hostward.manager.notify.settings import NotificationSettings, load, load_state, save_state
 from hostward.manager.scheduler import jobs
+from hostward.manager.scheduler.models import Job
 from hostward.manager.scheduler.registry import JobRun
 from hostward.manager.servers.models import Server
 from hostward.wire.alarms import SEVERITIES
@@ -139,9 +140,12 @@ def render_daily(message: dict[str, Any]) -> tuple[str, str]:
 
 
 def deliver(session: Session, channel: str, message: dict[str, Any], delivery_id: str) -> str:
-    """Send ``message`` on ``channel`` with the current settings; DeliveryFailed on failure."""
+    """Send ``message`` on ``channel`` with the current settings; DeliveryFailed on failure.
+
+    A test message goes out even while the channel is switched off (to try it before turning it on).
+    """
     settings = load(session)
-    if channel not in settings.channels:
+    if channel not in settings.channels and message.get("type") != "test":
         return f"{channel} disabled; dropped"
     if channel == "email":
         subject, text = render(message)
@@ -149,6 +153,36 @@ def deliver(session: Session, channel: str, message: dict[str, Any], delivery_id
         return f"e-mail sent to {len(settings.email.recipients)} recipient(s)"
     status = channels.send_webhook(settings.webhook, message, delivery_id=delivery_id)
     return f"webhook answered {status}"
+
+
+def queue_test(session: Session, channel: str, *, actor: str, now: datetime) -> str:
+    """Queue a test message on ``channel``; returns the job id (its outcome shows in the deliveries)."""
+    message = {"type": "test", "requested_by": actor, "at": now.isoformat()}
+    return jobs.enqueue(session, JOB_KIND, {"channel": channel, "message": message}).id
+
+
+def recent_deliveries(session: Session, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest notification jobs: channel, what, status, attempts and the last error."""
+    rows = session.scalars(
+        select(Job).where(Job.kind == JOB_KIND).order_by(Job.created_at.desc()).limit(limit)
+    )
+    out = []
+    for job in rows:
+        message = job.payload.get("message") if isinstance(job.payload, dict) else None
+        out.append(
+            {
+                "id": job.id,
+                "channel": str(job.payload.get("channel", "")),
+                "type": str(message.get("type", "")) if isinstance(message, dict) else "",
+                "status": job.status,
+                "attempts": job.attempts,
+                "last_error": job.last_error,
+                "created_at": job.created_at,
+                "next_attempt_at": job.run_at if job.status == "pending" else None,
+                "finished_at": job.finished_at,
+            }
+        )
+    return out
 
 
 def run_job(session: Session, run: JobRun) -> object:
