@@ -208,12 +208,14 @@ def _drive(args: argparse.Namespace, agents: int, manager: Any) -> dict[str, Any
         # Only this run's event agents create alarms, and only inside the window (fresh database).
         ingested = _alarm_occurrences(manager)
     finally:
-        for proc, conn in workers:
+        # A closed pipe ends a worker still waiting for its next instruction (failure, Ctrl-C).
+        for _, conn in workers:
+            conn.close()
+        for proc, _ in workers:
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=10)
-            conn.close()
     return report(args, agents, procs_n, manager, enrolled, results, meter, window_start, ingested)
 
 
