@@ -301,3 +301,26 @@ def test_parallel_walk_records_the_same_as_a_sequential_one(tmp_path: Path) -> N
     cancel.set()
     with pytest.raises(ScanCancelled):
         Scanner(workers=3).scan(root, cancel=cancel)
+
+
+def test_forked_workers_record_the_same_as_threads(tmp_path: Path) -> None:
+    for d in range(40):
+        sub = tmp_path / f"d{d}" / "s"
+        sub.mkdir(parents=True)
+        for i in range(10):
+            (sub / f"f{i}").write_bytes(os.urandom(100 + i))
+    (tmp_path / "top.txt").write_text("top")
+    root = [WatchRoot(_b(tmp_path)), WatchRoot(_b(tmp_path / "d3" / "s" / "f1"))]
+    rootset = RootSet(root)
+    threads = Scanner(workers=2, racy_ns=0).scan(root, all_roots=rootset)
+    forked = Scanner(workers=2, racy_ns=0, processes=True).scan(root, all_roots=rootset)
+    assert forked.rows == threads.rows and forked.stats.files_hashed == threads.stats.files_hashed == 401
+    keys = {p: stat_key(r) for p, r in threads.rows.items()}
+    (tmp_path / "d7" / "s" / "f2").write_bytes(b"changed")
+    (tmp_path / "d9" / "s" / "f3").unlink()
+    quick = Scanner(workers=2, racy_ns=0, processes=True).scan(root, all_roots=rootset, keys=keys)
+    same_threaded = Scanner(workers=2, racy_ns=0).scan(root, all_roots=rootset, keys=keys)
+    changed_dir = _b(tmp_path / "d9" / "s")  # its mtime moved with the unlink
+    assert set(quick.rows) == {_b(tmp_path / "d7" / "s" / "f2"), changed_dir} == set(same_threaded.rows)
+    assert quick.missing == {_b(tmp_path / "d9" / "s" / "f3")} == same_threaded.missing
+    assert quick.stats.reused == same_threaded.stats.reused == len(keys) - 3

@@ -46,7 +46,8 @@ def parse_rate(text: str | None) -> int | None:
 def _scanner(workers: int, rate: str | None) -> Scanner:
     if workers < 1:
         raise CliError("--workers must be at least 1", exit_code=EXIT_ERROR)
-    return Scanner(workers=workers, rate=parse_rate(rate))
+    # The CLI is a one-shot, single-threaded program: it can fork its workers (see Scanner).
+    return Scanner(workers=workers, rate=parse_rate(rate), processes=True)
 
 
 def _fail(exc: Exception) -> CliError:
@@ -65,7 +66,7 @@ def fim_init(
     paths: list[Path] = typer.Argument(None, help="Files or directories to record (recursively)."),
     db: Path = typer.Option(..., "--db", help="Baseline file to write (replaced when it exists)."),
     ignore: list[str] = typer.Option([], "--ignore", help="Glob of paths or names to skip (repeatable)."),
-    workers: int = typer.Option(2, "--workers", help="Hashing threads."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes (walk and hash)."),
     rate: str | None = typer.Option(None, "--rate", help="Read at most this many bytes/s (e.g. 50M)."),
     defaults: bool = typer.Option(
         False,
@@ -100,7 +101,7 @@ def fim_check(
         "--packages/--no-packages",
         help="Label changes that match the package database as package updates.",
     ),
-    workers: int = typer.Option(2, "--workers", help="Hashing threads."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes (walk and hash)."),
     rate: str | None = typer.Option(None, "--rate", help="Read at most this many bytes/s (e.g. 50M)."),
 ) -> None:
     """Compare the file system with the baseline in FILE (exit 0: unchanged, 1: changed, 2: error)."""

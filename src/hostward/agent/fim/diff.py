@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from hostward.agent.fim.scan import (
+from hostward.agent.fim.model import (
     FS_APPEND_FL,
     FS_IMMUTABLE_FL,
     P_CTIME,

@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 from hostward.agent.fim.config import RootSet, WatchRoot
 from hostward.agent.fim.diff import Change, PackageInfo, ProcessInfo, diff
+from hostward.agent.fim.model import P_PATH, Row, ScanStats, racy_paths, stat_key
 from hostward.agent.fim.pkgdb import PackageIndex, file_digest, system_index
-from hostward.agent.fim.scan import P_PATH, Row, Scanner, ScanStats, racy_paths, stat_key
+from hostward.agent.fim.scan import Scanner
 from hostward.agent.fim.store import BaselineStore, BaselineWriter
 
 DEFER_LIMIT_S = 600.0
@@ -163,9 +164,8 @@ class FimEngine:
                 result = self.scanner.scan(
                     rootset.roots, all_roots=rootset, keys=keys, racy=racy, cancel=cancel
                 )
-                seen = result.unchanged
                 rows = result.rows
-                deletes = [p for p in keys if p not in seen and p not in rows]
+                deletes = list(result.missing)
                 previous = self.store.get_many([p for p in rows if p in keys] + deletes)
             current = result.rows
             fresh = [r for r in rootset if r.path not in self._baselined]
@@ -261,7 +261,8 @@ class FimEngine:
         """Current rows of one subtree, reusing ``prev`` rows whose stat key is unchanged."""
         keys = {p: stat_key(r) for p, r in prev.items()}
         result = self.scanner.scan([root], all_roots=self.rootset, keys=keys, racy=racy)
-        current = {p: prev[p] for p in result.unchanged}
+        gone = result.missing
+        current = {p: r for p, r in prev.items() if p not in gone}
         current.update(result.rows)
         return current
 

@@ -1,4 +1,4 @@
-"""Walk, stat and hash monitored paths: the I/O half of file integrity monitoring.
+"""Stat and hash monitored paths: the I/O half of file integrity monitoring (walking is in ``walk``).
 
 Speed comes from doing little per file. The walker lists directories through an open descriptor
 (``os.scandir(fd)``) and never stats regular files in a baseline: the d_type from ``getdents`` says what
@@ -24,102 +24,70 @@ import errno
 import fcntl
 import hashlib
 import os
-import queue
 import stat
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from hostward.agent.fim.config import RootSet, WatchRoot
+from hostward.agent.fim.model import (
+    FS_APPEND_FL,
+    FS_IMMUTABLE_FL,
+    FS_IOC_GETFLAGS,
+    O_DIR,
+    P_ERR,
+    P_PATH,
+    P_SHA,
+    P_SIZE,
+    RACY_NS,
+    TRACKED_FLAGS,
+    Entry,
+    Row,
+    ScanCancelled,
+    ScanResult,
+    ScanStats,
+    pack_xattrs,
+    racy_paths,
+    stat_key,
+    unpack_stat_key,
+    unpack_xattrs,
+)
+from hostward.agent.fim.walk import Walk, forked, threaded
 
-FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
-FS_IMMUTABLE_FL = 0x10
-FS_APPEND_FL = 0x20
-TRACKED_FLAGS = FS_IMMUTABLE_FL | FS_APPEND_FL
+# Re-exported: the row layout lives in ``model``; callers of the scanner may import it from here too.
+__all__ = [
+    "FS_APPEND_FL",
+    "FS_IMMUTABLE_FL",
+    "P_ERR",
+    "P_PATH",
+    "P_SHA",
+    "P_SIZE",
+    "RACY_NS",
+    "Entry",
+    "Row",
+    "ScanCancelled",
+    "ScanResult",
+    "ScanStats",
+    "Scanner",
+    "Throttle",
+    "pack_xattrs",
+    "racy_paths",
+    "stat_key",
+    "unpack_stat_key",
+    "unpack_xattrs",
+]
 
 SMALL_FILE = 256 * 1024  # read in one call up to this size
 CHUNK = 1024 * 1024
-BATCH = 256  # paths per worker task
 PER_FILE_COST = 4096  # bytes charged to the throttle per opened file (metadata I/O)
-RACY_NS = 2_000_000_000  # entries changed this close to their scan are rehashed on the next quick check
 
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _ioctl = fcntl.ioctl
 _listxattr = os.listxattr
 _FLAGS_ARG = b"\0" * 8
 _BYTEORDER = sys.byteorder
-_FSENC = sys.getfilesystemencoding()
-_FSERR = sys.getfilesystemencodeerrors()
-
-
-class Entry(NamedTuple):
-    """One recorded path. ``sha256`` is raw bytes (regular files only), ``flags`` the tracked inode
-    flags (None where the filesystem has none), ``xattrs`` packed by ``pack_xattrs``, ``target`` the
-    symlink target, ``error`` why content could not be read (errno name)."""
-
-    path: bytes
-    mode: int
-    uid: int
-    gid: int
-    size: int
-    ino: int
-    mtime_ns: int
-    ctime_ns: int
-    sha256: bytes | None
-    flags: int | None
-    xattrs: bytes | None
-    target: bytes | None
-    error: str | None
-
-
-Row = tuple  # an Entry-shaped plain tuple (building NamedTuples per file costs measurable time)
-# Row field positions
-P_PATH, P_MODE, P_UID, P_GID, P_SIZE, P_INO, P_MTIME, P_CTIME, P_SHA, P_FLAGS, P_XATTRS, P_TARGET, P_ERR = (
-    range(13)
-)
-
-
-def pack_xattrs(pairs: Iterable[tuple[str, bytes]]) -> bytes | None:
-    """Canonical bytes for extended attributes: sorted, length-prefixed name and value."""
-    out = bytearray()
-    for name, value in sorted(pairs):
-        raw = name.encode(_FSENC, _FSERR)
-        out += len(raw).to_bytes(2, "big") + raw + len(value).to_bytes(4, "big") + value
-    return bytes(out) or None
-
-
-def unpack_xattrs(blob: bytes | None) -> dict[str, bytes]:
-    result: dict[str, bytes] = {}
-    if not blob:
-        return result
-    i = 0
-    while i < len(blob):
-        n = int.from_bytes(blob[i : i + 2], "big")
-        name = blob[i + 2 : i + 2 + n].decode(_FSENC, _FSERR)
-        i += 2 + n
-        m = int.from_bytes(blob[i : i + 4], "big")
-        result[name] = blob[i + 4 : i + 4 + m]
-        i += 4 + m
-    return result
-
-
-_KEY = struct.Struct("<QqqqIII")
-
-
-def stat_key(row: Row) -> bytes:
-    """What a quick check compares: inode, size, mtime, ctime, mode, uid, gid (packed)."""
-    return _KEY.pack(row[P_INO], row[P_SIZE], row[P_MTIME], row[P_CTIME], row[P_MODE], row[P_UID], row[P_GID])
-
-
-def unpack_stat_key(key: bytes) -> tuple[int, int, int, int, int, int, int]:
-    """(ino, size, mtime_ns, ctime_ns, mode, uid, gid) from ``stat_key``."""
-    return _KEY.unpack(key)
 
 
 class Throttle:
@@ -153,43 +121,6 @@ class Throttle:
             self._sleep(wait)
 
 
-class ScanCancelled(Exception):
-    """The caller's cancel event was set during a scan."""
-
-
-@dataclass
-class ScanStats:
-    entries: int = 0
-    files_hashed: int = 0
-    bytes_hashed: int = 0
-    reused: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-
-
-def racy_paths(rows: Iterable[Row], recorded_ns: int, window_ns: int = RACY_NS) -> set[bytes]:
-    """Paths whose ctime is within ``RACY_NS`` of when they were recorded.
-
-    Timestamps have a coarse granularity: a file rewritten with the same size right after we read it
-    can keep the ctime we recorded. Such entries are rehashed on the next quick check (the idea of
-    git's "racily clean" index entries).
-    """
-    if window_ns <= 0:
-        return set()
-    threshold = recorded_ns - window_ns
-    return {r[P_PATH] for r in rows if r[P_CTIME] >= threshold}
-
-
-@dataclass
-class ScanResult:
-    """``rows``: freshly recorded paths; ``unchanged``: paths whose stat key matched (quick check)."""
-
-    rows: dict[bytes, Row]
-    unchanged: set[bytes]
-    stats: ScanStats
-    racy: set[bytes]
-
-
 class Scanner:
     """Builds the current state of a set of roots (a dict path -> row).
 
@@ -204,8 +135,13 @@ class Scanner:
         rate: int | None = None,
         noatime: bool | None = None,
         racy_ns: int = RACY_NS,
+        processes: bool = False,
     ) -> None:
         self.workers = max(1, workers)
+        # Forked worker processes instead of threads: walking and hashing are mostly GIL-bound Python,
+        # so two processes finish a big tree in about half the time. Only for a one-shot program with
+        # no threads of its own (the CLI): never in the agent, and not with a throttle (per process).
+        self.processes = processes and rate is None and self.workers > 1
         self.racy_ns = racy_ns
         self.throttle = Throttle(rate) if rate else None
         if noatime is None:
@@ -391,7 +327,7 @@ class Scanner:
     def _scan_dir_entry(self, path: bytes) -> Row | None:
         """A directory as an entry (without listing it)."""
         try:
-            fd = os.open(path, _O_DIR)
+            fd = os.open(path, O_DIR)
         except OSError as exc:
             try:
                 st = os.lstat(path)
@@ -436,33 +372,36 @@ class Scanner:
         started_ns = time.time_ns()
         roots = list(roots)
         rootset = all_roots if all_roots is not None else RootSet(roots)
-        walk = _Walk(self, rootset, keys, racy, cancel)
+        walk = Walk(self, rootset, keys, racy, cancel)
         stats = walk.stats
-        with self._pool() as submit:
-            walk.submit = submit
-            for root in roots:
-                walk.root(root)
-            walk.flush()
-            out = walk.out
+        out: dict[bytes, Row] = {}
+        batches = forked(self, walk, roots) if self.processes else threaded(self, walk, roots)
+        for rows in batches:
             if sink is not None:
-                sink(list(out.values()))  # what the walk recorded itself: directories, symlinks, ...
-            for result in walk.pending:
-                rows = result()
-                if sink is not None:
-                    sink(rows)
-                stats.files_hashed += len(rows)
-                for row in rows:
-                    out[row[P_PATH]] = row
-                    if row[P_SHA] is not None:
-                        stats.bytes_hashed += row[P_SIZE]
-        stats.reused = len(walk.unchanged)
+                sink(rows)
+            for row in rows:
+                out[row[P_PATH]] = row
+                if row[P_SHA] is not None:
+                    stats.files_hashed += 1
+                    stats.bytes_hashed += row[P_SIZE]
+        missing: set[bytes] = set()
+        if keys is not None:
+            if walk.seen_bits is None:
+                seen = walk.unchanged
+                stats.reused = len(seen)
+                missing = {p for p in keys if p not in seen and p not in out}
+            else:
+                missing = walk.missing_from_bits(out)
+        else:
+            stats.reused = len(walk.unchanged)
         stats.entries = len(out) + stats.reused
         stats.errors = sum(1 for r in out.values() if r[P_ERR] is not None)
         stats.seconds = time.monotonic() - started
-        return ScanResult(out, walk.unchanged, stats, racy_paths(out.values(), started_ns, self.racy_ns))
+        racy_now = racy_paths(out.values(), started_ns, self.racy_ns)
+        return ScanResult(out, walk.unchanged, stats, racy_now, missing)
 
     @contextlib.contextmanager
-    def _pool(self) -> Iterator[Callable[[list[bytes]], Callable[[], list[Row]]]]:
+    def pool(self) -> Iterator[Callable[[list[bytes]], Callable[[], list[Row]]]]:
         """A ``submit(batch) -> get_rows`` function backed by the worker threads."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fim-hash") as threads:
             futures: list[Future[list[Row]]] = []
@@ -488,211 +427,3 @@ class Scanner:
             if row is not None:
                 rows.append(row)
         return rows
-
-
-class _Walk:
-    """State of one scan: the output dict, the pending batch and the worker futures."""
-
-    def __init__(
-        self,
-        scanner: Scanner,
-        rootset: RootSet,
-        keys: Mapping[bytes, bytes] | None,
-        racy: Set[bytes],
-        cancel: threading.Event | None,
-    ) -> None:
-        self.s = scanner
-        self.rootset = rootset
-        self.keys = keys
-        self.cancel = cancel
-        self.out: dict[bytes, Row] = {}
-        self.unchanged: set[bytes] = set()
-        self.batch: list[bytes] = []
-        self.pending: list[Callable[[], list[Row]]] = []
-        self.stats = ScanStats()
-        self.submit: Callable[[list[bytes]], Callable[[], list[Row]]] | None = None
-        self.racy = racy
-
-    def flush(self) -> None:
-        if self.batch:
-            assert self.submit is not None
-            self.pending.append(self.submit(self.batch))
-            self.batch = []
-
-    def same(self, path: bytes, st: os.stat_result) -> bool:
-        """True when ``st`` matches the recorded key (and the entry is not racy): nothing to re-read."""
-        keys = self.keys
-        if keys is None:
-            return False
-        recorded = keys.get(path)
-        if (
-            recorded is not None
-            and recorded
-            == _KEY.pack(
-                st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid, st.st_gid
-            )
-            and path not in self.racy
-        ):
-            self.unchanged.add(path)
-            return True
-        return False
-
-    def root(self, root: WatchRoot) -> None:
-        path = root.path
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return  # a missing root records nothing; it is "added" when it appears
-        if stat.S_ISDIR(st.st_mode):
-            self.tree(root)
-        elif stat.S_ISREG(st.st_mode):
-            self.file(path, st)
-        elif not self.same(path, st):
-            self.out[path] = self.s._scan_other(path, st)
-
-    def file(self, path: bytes, st: os.stat_result | None) -> None:
-        if st is not None and self.same(path, st):
-            return
-        self.batch.append(path)
-        if len(self.batch) >= BATCH:
-            self.flush()
-
-    def tree(self, root: WatchRoot) -> None:
-        """Walk one directory root; with several workers, several threads list directories at once
-        (each ``lstat`` and ``getdents`` releases the GIL, and on a VM system calls are most of a quick
-        check)."""
-        cancel = self.cancel
-        walkers = self.s.workers if root.recursive else 1
-        if walkers <= 1:
-            stack = [root.path]
-            batch: list[bytes] = []
-            while stack:
-                if cancel is not None and cancel.is_set():
-                    raise ScanCancelled()
-                self.directory(root, stack.pop(), stack.append, batch)
-            self.flush_batch(batch)
-            return
-        todo: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        todo.put(root.path)
-        lock = threading.Lock()
-        pending = [1]  # directories queued or being listed
-        errors: list[BaseException] = []
-
-        def walker() -> None:
-            batch: list[bytes] = []
-            try:
-                while True:
-                    dpath = todo.get()
-                    if dpath is None:
-                        return
-                    found: list[bytes] = []
-                    try:
-                        if cancel is not None and cancel.is_set():
-                            raise ScanCancelled()
-                        self.directory(root, dpath, found.append, batch)
-                    finally:
-                        with lock:
-                            pending[0] += len(found) - 1
-                            done = pending[0] == 0
-                        for d in found:
-                            todo.put(d)
-                        if done:
-                            for _ in range(walkers):
-                                todo.put(None)
-            except BaseException as exc:
-                errors.append(exc)
-                for _ in range(walkers):
-                    todo.put(None)
-            finally:
-                self.flush_batch(batch)
-
-        threads = [threading.Thread(target=walker, name=f"fim-walk-{i}") for i in range(walkers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-
-    def flush_batch(self, batch: list[bytes]) -> None:
-        if batch:
-            assert self.submit is not None
-            self.pending.append(self.submit(list(batch)))
-            batch.clear()
-
-    def directory(
-        self, root: WatchRoot, dpath: bytes, push: Callable[[bytes], None], batch: list[bytes]
-    ) -> None:
-        """Record ``dpath`` and its entries; subdirectories to walk go to ``push``, files to hash to
-        ``batch`` (handed to the workers every ``BATCH`` paths)."""
-        s = self.s
-        out = self.out
-        rootset = self.rootset
-        nested = len(rootset) > 1
-        ignore = root.ignore
-        quick = self.keys is not None
-        same = self.same
-        keys_get = (self.keys if self.keys is not None else {}).get
-        pack = _KEY.pack
-        racy = self.racy
-        unchanged_add = self.unchanged.add
-        try:
-            dfd = os.open(dpath, _O_DIR)
-        except OSError:
-            row = s._scan_dir_entry(dpath)  # unreadable (recorded with error), vanished or replaced
-            if row is not None:
-                out[dpath] = row
-            return
-        try:
-            st = os.fstat(dfd)
-            if not (quick and same(dpath, st)):
-                out[dpath] = s._stat_row(dpath, st, s._flags(dfd, st.st_dev), s._xattrs(dfd, st.st_dev), None)
-            if not (root.recursive or dpath == root.path):
-                return
-            prefix = dpath + b"/" if dpath != b"/" else b"/"
-            with os.scandir(dfd) as it:
-                for e in it:
-                    path = prefix + e.name.encode(_FSENC, _FSERR)
-                    if ignore and root.ignored(path):
-                        continue
-                    if nested and path in rootset:
-                        continue  # scanned as its own root
-                    if e.is_dir(follow_symlinks=False):
-                        if root.recursive:
-                            push(path)
-                        else:
-                            row = s._scan_dir_entry(path)
-                            if row is not None:
-                                out[path] = row
-                    elif e.is_file(follow_symlinks=False):
-                        if quick:
-                            # Inlined ``same()``: this is the per-file cost of a quick check.
-                            try:
-                                fst = e.stat(follow_symlinks=False)
-                            except OSError:
-                                continue  # vanished
-                            if keys_get(path) == pack(
-                                fst.st_ino,
-                                fst.st_size,
-                                fst.st_mtime_ns,
-                                fst.st_ctime_ns,
-                                fst.st_mode,
-                                fst.st_uid,
-                                fst.st_gid,
-                            ) and (not racy or path not in racy):
-                                unchanged_add(path)
-                                continue
-                        batch.append(path)
-                        if len(batch) >= BATCH:
-                            self.flush_batch(batch)
-                    else:
-                        try:
-                            est = e.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if not (quick and same(path, est)):
-                            out[path] = s._scan_other(path, est)
-        except OSError:
-            return  # directory vanished while listing
-        finally:
-            os.close(dfd)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hostward.agent.errors import AgentError
 from hostward.agent.fim.config import WatchRoot
-from hostward.agent.fim.scan import Row, stat_key, unpack_stat_key
+from hostward.agent.fim.model import Row, stat_key, unpack_stat_key
 
 SCHEMA_VERSION = 2
 # The seven stat fields live in one packed BLOB (``scan.stat_key``): a quick check loads just that per
