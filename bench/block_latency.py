@@ -1,8 +1,9 @@
 """Detection-to-block latency: the 5th failure line written -> the address in the nftables set.
 
-In a throw-away network namespace: the real pipeline (``LoginGuard``: inotify log tail -> parser ->
-brute-force detector -> ``nft -f -``) follows a log file; for each of ``--attacks`` attacks a new
-source writes 5 ``Failed password`` lines (syslog format, flushed one by one, ``--gap`` apart). Time
+In a throw-away network namespace: the agent's real login-security component (``LoginSecurity``, its
+worker thread: inotify log tail -> parser -> brute-force detector -> ``nft -f -``) follows a log file;
+for each of ``--attacks`` attacks a new source writes 5 ``Failed password`` lines (syslog format,
+flushed one by one, ``--gap`` apart). Time
 zero is the moment the 5th line is flushed; the block time is when ``nft monitor`` (in the namespace)
 reports the ``add element``, as in the fail2ban measurement (anchor-perf.md §4: 0.58 s / 0.70 s).
 Needs root. Target (issue 3): p95 < 100 ms.
@@ -26,11 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import install_sigterm_as_interrupt, latency_line, temp_dir
-from hostward.agent.collectors.logtail import LogSource, LogWatch
-from hostward.agent.detectors.bruteforce import BruteForceDetector, BruteForceSettings, SafetyList
 from hostward.agent.enforcers.blockledger import BlockLedger
 from hostward.agent.enforcers.nftables import NftEnforcer
-from hostward.agent.loginguard import LoginGuard
+from hostward.agent.loginsec import LoginSecurity
+from hostward.wire import AlarmEvent, PolicyBundle, PolicyState, RecordEvent
 
 TARGET_P95_MS = 100.0
 ELEMENT = re.compile(r"add element inet hostward block4 \{ ([0-9.]+)")
@@ -51,20 +51,48 @@ def main(argv: list[str] | None = None) -> int:
     ns = f"hwlat{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
     monitor: subprocess.Popen[str] | None = None
-    guard: LoginGuard | None = None
-    stop = threading.Event()
+    component: LoginSecurity | None = None
     try:
         with temp_dir("hw-latency-") as tmp:
             log = tmp / "auth.log"
             log.write_text("")
-            firewall = NftEnforcer(BlockLedger(tmp / "state"), netns=ns)
-            firewall.ensure()
-            firewall.set_safety(SafetyList().networks())
-            detector = BruteForceDetector(BruteForceSettings(lock_minutes=60))
-            guard = LoginGuard(
-                LogWatch([LogSource(kind="file", path=log)], tmp / "state"), detector, firewall
+
+            def factory(ledger: BlockLedger) -> NftEnforcer:
+                firewall = NftEnforcer(ledger, netns=ns)
+                firewall.ensure()
+                return firewall
+
+            sent: list[AlarmEvent | RecordEvent] = []
+            component = LoginSecurity(
+                state_dir=tmp / "state",
+                host_root=tmp,
+                log_sources=[f"sshd:{log}"],
+                manager_url="http://127.0.0.1:9",
+                sink=sent.extend,
+                firewall_factory=factory,
+                discover=False,
             )
+            component.configure(
+                PolicyBundle(
+                    version=1,
+                    group_id=None,
+                    group_name=None,
+                    edition="premium",
+                    protection=True,
+                    policies={"login_security": PolicyState(enabled=True, settings={"lock_minutes": 60})},
+                    global_settings={},
+                )
+            )
+            component.start()
+            deadline = time.monotonic() + 15
+            while component.firewall is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # blocking is on: the firewall is ready before the first attack
+            if component.firewall is None:
+                raise SystemExit(f"no firewall: {component.enforcer_error}")
+            firewall = component.firewall
+            time.sleep(1.0)  # its first configuration written (the safety set follows the creation)
             seen: dict[str, float] = {}
+            # started once our table exists: nft monitor cannot name the elements of sets made later
             monitor = subprocess.Popen(
                 ["ip", "netns", "exec", ns, "nft", "monitor", "elements"],
                 stdout=subprocess.PIPE,
@@ -79,14 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                     if m:
                         seen.setdefault(m.group(1), time.perf_counter())
 
-            def run_guard() -> None:
-                assert guard is not None
-                while not stop.is_set():
-                    guard.step(0.5)
-
             threading.Thread(target=read_monitor, daemon=True).start()
-            worker = threading.Thread(target=run_guard, daemon=True)
-            worker.start()
             time.sleep(0.5)
             latencies: list[float] = []
             with open(log, "a", encoding="utf-8") as out:
@@ -110,11 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         print(f"attack {n}: {source} not blocked within 5 s")
                     time.sleep(0.05)
-            stop.set()
-            worker.join(5)
-            guard.close()
-            guard = None
             listed = firewall.listed()
+            component.stop()
+            component = None
             firewall.teardown()
             text, stats = latency_line(latencies)
             print(f"{len(latencies)} of {args.attacks} attacks blocked; {len(listed)} elements in the set")
@@ -127,10 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.strict and stats["p95"] >= TARGET_P95_MS:
                 return 3
     finally:
-        stop.set()
-        if guard is not None:
+        if component is not None:
             with contextlib.suppress(Exception):
-                guard.close()
+                component.stop()
         if monitor is not None:
             monitor.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):

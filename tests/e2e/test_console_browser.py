@@ -217,3 +217,60 @@ def test_login_enable_through_the_dialog_and_see_protected(manager: Manager, tmp
         server = s.get(Server, manager.ids["web"])
         assert server is not None
         assert (server.protection_status, server.edition) == ("opened", "premium")
+
+
+def test_wtp_page_enable_and_manage_directories(manager: Manager, tmp_path: Path) -> None:
+    """Web Tamper Protection page: add a server (binds the wtp quota), add a protected directory with
+    exclusions, see a refused one explained, suspend it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    now = manager.ctx.clock.now()
+    with manager.ctx.uow() as s:
+        quotas.add_quotas(
+            s, "wtp", 1, expires_at=None, region=None, now=now, settings=manager.ctx.settings, actor="e2e"
+        )
+    web = manager.ids["web"]
+    chromium = os.environ.get("HOSTWARD_CHROMIUM", "/usr/bin/chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(15_000)
+            page.goto(f"{manager.url}/console/login")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Dashboard")
+
+            page.click('a[data-nav="wtp"]')
+            expect(page.locator("h1")).to_have_text("Web Tamper Protection")
+            page.select_option("#wtp-enable select[name=server_ids]", web)
+            page.locator("#wtp-enable button[type=submit]").click()
+            expect(page.locator(".flash-ok")).to_contain_text("Web tamper protection enabled on 1 server")
+            row = page.locator(f'#wtp-servers tr[data-server-id="{web}"]')
+            expect(row.locator("[data-wtp-state]")).to_have_text("Starting")  # no agent reports here
+
+            row.locator("a", has_text="Configure").click()
+            expect(page.locator("h1")).to_have_text("e2e-web")
+            form = page.locator("#wtp-add-dir")
+            form.locator("input[name=path]").fill("/srv/site")
+            form.locator("input[name=excluded_types]").fill("log; tmp")
+            form.locator("button[type=submit]").click()
+            expect(page.locator(".flash-ok")).to_contain_text("Protected directory /srv/site saved")
+            dir_row = page.locator('#wtp-dirs tr[data-dir="/srv/site"]')
+            expect(dir_row).to_contain_text("log; tmp")
+
+            form.locator("input[name=path]").fill("/etc")
+            form.locator("button[type=submit]").click()
+            expect(page.locator(".flash-error")).to_contain_text("system directory")
+
+            dir_row.locator("button", has_text="Suspend").click()
+            expect(page.locator(".flash-ok")).to_contain_text("/srv/site suspended")
+            expect(page.locator('#wtp-dirs tr[data-dir="/srv/site"]')).to_contain_text("Suspended")
+            page.screenshot(path=str(tmp_path / "wtp-server.png"), full_page=True)
+        finally:
+            browser.close()
+
+    with manager.ctx.uow() as s:
+        server = s.get(Server, web)
+        assert server is not None and server.edition == "wtp"

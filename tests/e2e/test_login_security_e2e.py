@@ -407,10 +407,11 @@ def test_brute_force_blocked_whitelists_and_unblock(lab: Lab) -> None:
 
     def enforcing() -> bool:
         det = _detector(operator.server(server_id), "login_security")
-        return det is not None and det["status"] == "running" and "enforcer idle" in det["reason"]
+        return det is not None and det["status"] == "running" and "enforcer nftables" in det["reason"]
 
     poll("login security running", enforcing, 30, 0.5, lab.logs)
-    assert not lab.table_exists(), "no rules of ours before there is something to enforce"
+    # blocking is on (premium): the table is ready before the first attack, with nothing blocked
+    assert lab.table_exists() and lab.nft_set("block4") == [] and lab.nft_set("block6") == []
 
     # the trusted namespace goes on the login whitelist: it is never blocked
     operator.cli("whitelists", "login", "add", TRUSTED4, "--remarks", "jump host")
@@ -511,9 +512,14 @@ def test_brute_force_blocked_whitelists_and_unblock(lab: Lab) -> None:
     operator.cli("blocked-ips", "unblock", "--ip", "fd00:77:2::/64", "--wait")
     assert lab.probe(lab.atk, SERVER6, source=ATTACKER6_SIBLING) == "ok"
 
-    # ---- stop the agent and uninstall: our table is gone --------------------------------------------
+    # ---- stop the agent with a block in force, then uninstall: our table is gone ---------------------
+    for i in range(8):  # its earlier failures may still count: attack until blocked (bounded)
+        if ATTACKER4 in lab.nft_set("block4"):
+            break
+        lab.ssh(lab.atk, SERVER4, f"again-{i}")
+    poll("the attacker blocked again", lambda: ATTACKER4 in lab.nft_set("block4"), 5, 0.01, lab.logs)
     assert agent.stop() == 0
-    assert lab.table_exists(), "blocks and rules survive an agent stop"
+    assert lab.table_exists() and ATTACKER4 in lab.nft_set("block4"), "blocks survive an agent stop"
     out = operator.cli("agent", "uninstall", "--state-dir", state)
     assert "nftables" in out
     assert not lab.table_exists() and not state.exists()

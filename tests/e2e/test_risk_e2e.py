@@ -9,6 +9,7 @@ the CLI and the server becomes risky.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import pytest
 
 from tests.procs import as_json, enroll_agent, hostward, login, ok, running_manager, wait_for
 
-pytestmark = pytest.mark.slow
+# The comprehensive scan on enable runs every capability; on a loaded 2-core machine it takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "vulns"
 SCAN_TIMEOUT_S = 600  # the comprehensive scan on enable also runs the other capabilities
@@ -110,6 +112,24 @@ def _run(m: Any, agent_log: Path, tmp_path: Path) -> None:
     assert server_json["risk_vulnerabilities"] == 1
     assert server_json["risk_baseline"] >= failed
     assert server_json["scan_result"] == "risk"
+
+    # exports (CSV / JSON, as the API writes them), the handling history, fix needs the acknowledgement
+    out = tmp_path / "findings.csv"
+    assert "wrote 1 row(s)" in ok(hostward(["vulns", "export", "--server", sid, "-o", out], m.home))
+    lines = out.read_text(encoding="utf-8-sig").splitlines()
+    assert lines[0].startswith("Finding ID,Server,Vulnerability") and "CVE-9999-0001" in lines[1]
+    view = json.loads(ok(hostward(["vulns", "export", "--view", "vulns", "--format", "json"], m.home)))
+    assert [v["vuln_id"] for v in view] == ["CVE-9999-0001"]
+    exported = ok(hostward(["baseline", "export", "--server", sid], m.home)).lstrip("\ufeff")
+    assert len(exported.strip().splitlines()) == len(results) + 1 and "ssh-root-login" in exported
+    assert ok(hostward(["alarms", "export", "--format", "json"], m.home)).startswith("[")
+    refused = hostward(["vulns", "fix", glibc["id"]], m.home)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert "vulnerability scan queued on 1 server(s)" in ok(
+        hostward(["vulns", "verify", glibc["id"]], m.home)
+    )
+    history = as_json(hostward(["vulns", "history", "HWTEST-2024-0001", "--json"], m.home))
+    assert [(h["action"], h["actor"]) for h in history] == [("vuln_verify", "admin")]
 
     # the console pages render the same data
     with httpx.Client(base_url=m.url, follow_redirects=True, timeout=10) as web:

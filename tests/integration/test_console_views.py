@@ -534,7 +534,7 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
     with app_ctx.uow() as s:
         group = s.get(PolicyGroup, custom_id)
         assert group is not None and group.version == version + 1
-        settings = group.policies[0].settings
+        settings = next(p for p in group.policies if p.key == "asset_discovery").settings
         # The unchecked checkbox turned account alarms off.
         assert (settings["ports_interval_s"], settings["account_alarms"]) == (60, False)
     html = post(client, csrf, url, **{**form, "s_ports_interval_s": "5"}).text

@@ -158,6 +158,32 @@ def test_manual_scan_refusals_name_the_reason(any_ctx: ManagerContext) -> None:
     assert first in exc.value.message
 
 
+def test_a_degraded_agent_still_scans_but_a_frozen_quota_does_not(any_ctx: ManagerContext) -> None:
+    ctx = any_ctx
+    now = ctx.clock.now()
+    busy = protected_server(ctx, now, name="busy")
+    with ctx.uow() as s:
+        srv = s.get(Server, busy)
+        assert srv is not None
+        srv.degraded = True
+        protection.refresh_status(s, srv, now, ctx.settings)
+        assert (srv.agent_status, srv.protection_status) == ("online", "protection_exception")
+    (scan_id,) = start(ctx, [busy], now, kind="baseline")
+    assert commands(ctx, busy)[-1][1]["scan_id"] == scan_id
+    frozen = protected_server(ctx, now, name="frozen")
+    with ctx.uow() as s:
+        quota = protection.bound_quota(s, frozen)
+        assert quota is not None
+        quota.status = "frozen"
+        srv = s.get(Server, frozen)
+        assert srv is not None
+        protection.refresh_status(s, srv, now, ctx.settings)
+        assert srv.protection_status == "closed"
+    with pytest.raises(HostwardError) as exc:
+        start(ctx, [frozen], now, kind="baseline")
+    assert code_of(exc) == "server_not_protected"
+
+
 def test_enable_trigger_reuses_an_active_scan_of_the_same_kind(any_ctx: ManagerContext) -> None:
     ctx = any_ctx
     now = ctx.clock.now()

@@ -23,6 +23,7 @@ from hostward.manager.scheduler.registry import DuplicateRegistration, JobRun, R
 from hostward.manager.scheduler.retention import purge_expired
 from hostward.manager.scheduler.runner import Scheduler
 from hostward.manager.servers.models import Server
+from hostward.manager.wtp.models import WtpEvent
 from tests.conftest import make_settings
 from tests.fakes.servers import enrolled_server
 
@@ -448,6 +449,12 @@ def test_retention_deletes_only_expired_rows(any_ctx: ManagerContext) -> None:
         )
         s.add_all(
             [
+                WtpEvent(server_id=sid, path="/srv/www/old.html", action="modified", occurred_at=days(181)),
+                WtpEvent(server_id=sid, path="/srv/www/new.html", action="modified", occurred_at=days(179)),
+            ]
+        )
+        s.add_all(
+            [
                 AgentCommand(server_id=sid, kind="scan", status="succeeded", created_at=days(8)),
                 AgentCommand(server_id=sid, kind="scan", status="delivered", created_at=days(8)),
                 AgentCommand(server_id=sid, kind="scan", status="queued", created_at=days(8)),
@@ -462,6 +469,7 @@ def test_retention_deletes_only_expired_rows(any_ctx: ManagerContext) -> None:
         "alarms": 2,
         "ingested_events": 1,
         "fim_changes": 0,
+        "wtp_events": 1,
         "login_attempts": 1,
         "jobs": 2,
         "agent_commands": 2,
@@ -473,3 +481,4 @@ def test_retention_deletes_only_expired_rows(any_ctx: ManagerContext) -> None:
         assert sorted(j.status for j in s.scalars(select(Job))) == ["done", "pending"]
         assert sorted(c.status for c in s.scalars(select(AgentCommand))) == ["failed", "queued"]
         assert s.scalar(select(func.count()).select_from(LoginAttempt)) == 1
+        assert [e.path for e in s.scalars(select(WtpEvent))] == ["/srv/www/new.html"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,24 @@ def test_defaults_record_the_important_files(tmp_path: Path) -> None:
     paths = {c["path"] for k in ("added", "removed", "changed", "moved") for c in json.loads(out)[k]}
     assert "/etc/passwd" not in paths  # recorded, and unchanged a moment later
     assert run("init", "--db", str(db))[0] == 2  # neither PATH nor --defaults
+
+
+def test_check_keeps_the_package_index_next_to_the_baseline(tmp_path: Path, tree: Path) -> None:
+    from hostward.agent.fim.pkgdb import CACHE_SETTLE_NS, DpkgIndex
+
+    if not DpkgIndex.available():
+        pytest.skip("no dpkg database on this host")
+    dpkg = Path("/var/lib/dpkg")
+    newest = max((dpkg / "info").stat().st_mtime_ns, (dpkg / "status").stat().st_mtime_ns)
+    if newest > time.time_ns() - CACHE_SETTLE_NS:
+        pytest.skip("the package database is being written right now")
+    db = tmp_path / "fim.db"
+    run("init", "--db", str(db), str(tree))
+    (tree / "a").write_text("a modified\n")
+    code, no_packages = run("check", "--db", str(db), "--json", "--no-packages")
+    assert code == 1 and not Path(f"{db}.pkgindex").exists()
+    code, first = run("check", "--db", str(db), "--json")
+    assert code == 1 and Path(f"{db}.pkgindex").exists()
+    code, second = run("check", "--db", str(db), "--json")  # answered from the cache: same report
+    strip = re.compile(r'"seconds":[0-9.]+')
+    assert code == 1 and strip.sub("", first) == strip.sub("", second) == strip.sub("", no_packages)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -393,3 +395,79 @@ def test_standalone_check_reports_even_while_dpkg_runs(tmp_path: Path, lock_hold
     (change,) = engine.check(update=False).changes  # nothing to come back to later: report now
     assert change.label == "change" and engine.deferred == 0
     engine.close()
+
+
+def _settle(db_root: Path, age_s: float = 60.0) -> None:
+    """Date the fake dpkg database back, as an installed system's is (the cache wants a still one)."""
+    then = time.time_ns() - int(age_s * 1e9)
+    dpkg = db_root / "var" / "lib" / "dpkg"
+    for p in (*dpkg.joinpath("info").iterdir(), dpkg / "info", dpkg / "status"):
+        os.utime(p, ns=(then, then))
+
+
+def _answers(index: DpkgIndex, paths: list[bytes]) -> list[object]:
+    return [index.owner(p) for p in paths]
+
+
+def test_dpkg_index_cache_gives_the_same_answers_and_follows_database_changes(tmp_path: Path) -> None:
+    db_root, cache = tmp_path / "root", tmp_path / "fim.db.pkgindex"
+    _fake_dpkg(db_root, {"/usr/bin/a": b"a", "/usr/bin/b": b"b", "/opt/x": b"x"})
+    status = db_root / "var" / "lib" / "dpkg" / "status"
+    status.write_text(
+        "Package: demo\nStatus: install ok installed\nConffiles:\n"
+        " /usr/bin/conf 0123456789abcdef0123456789abcdef\n /opt/conf 0123456789abcdef0123456789abcdef\n\n"
+    )
+    _settle(db_root)
+    probe = [b"/usr/bin/a", b"/usr/bin/b", b"/usr/bin/conf", b"/opt/x", b"/opt/conf", b"/usr/bin/none"]
+
+    first = DpkgIndex(db_root, cache_file=cache)
+    first.set_interest([b"/usr/bin"])
+    expected = _answers(first, probe)
+    assert not first.cache_used and cache.exists() and oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert [o is not None for o in expected] == [True, True, True, False, False, False]
+
+    second = DpkgIndex(db_root, cache_file=cache)
+    second.set_interest([b"/usr/bin"])
+    assert _answers(second, probe) == expected and second.cache_used
+
+    # Another interest is another index: not answered from this cache.
+    wider = DpkgIndex(db_root, cache_file=cache)
+    wider.set_interest([b"/usr/bin", b"/opt"])
+    assert wider.owner(b"/opt/x") is not None and wider.owner(b"/opt/conf") is not None
+    assert not wider.cache_used
+
+    # A package upgrade moves the database: the cache is not used, the new digests are.
+    _fake_dpkg(db_root, {"/usr/bin/a": b"a2"})
+    _settle(db_root, age_s=30.0)
+    third = DpkgIndex(db_root, cache_file=cache)
+    third.set_interest([b"/usr/bin"])
+    owner = third.owner(b"/usr/bin/a")
+    assert not third.cache_used and owner is not None and owner.digest == hashlib.md5(b"a2").hexdigest()
+    assert third.owner(b"/usr/bin/b") is None and third.owner(b"/usr/bin/conf") is None
+    fourth = DpkgIndex(db_root, cache_file=cache)
+    fourth.set_interest([b"/usr/bin"])
+    assert _answers(fourth, probe) == _answers(third, probe) and fourth.cache_used
+
+
+def test_dpkg_index_cache_is_not_trusted_when_damaged_or_too_fresh(tmp_path: Path) -> None:
+    db_root, cache = tmp_path / "root", tmp_path / "fim.db.pkgindex"
+    _fake_dpkg(db_root, {"/usr/bin/a": b"a"})
+    # Just written (as during a dpkg run): answered, but not cached.
+    fresh = DpkgIndex(db_root, cache_file=cache)
+    assert fresh.owner(b"/usr/bin/a") is not None and not cache.exists()
+    _settle(db_root)
+    DpkgIndex(db_root, cache_file=cache).refresh()
+    assert cache.exists()
+    for junk in (b"", b"{not json", b'{"key": 1}', b"[]", b'{"key": null, "files": 3, "conffiles": 4}'):
+        cache.write_bytes(junk)
+        index = DpkgIndex(db_root, cache_file=cache)
+        owner = index.owner(b"/usr/bin/a")
+        assert owner is not None and owner.package == "demo" and not index.cache_used
+    # Right key, damaged body: rebuilt from the database.
+    good = DpkgIndex(db_root, cache_file=cache)
+    good.refresh()
+    data = json.loads(cache.read_bytes())
+    data["files"] = {"demo.md5sums": [1, "demo", [["zz", "x"]]]}
+    cache.write_text(json.dumps(data))
+    index = DpkgIndex(db_root, cache_file=cache)
+    assert index.owner(b"/usr/bin/a") is not None and not index.cache_used

@@ -165,3 +165,20 @@ def test_root_validation_and_lookup() -> None:
         b"/root/.ssh/authorized_keys",
     } <= defaults
     assert all(r.important for r in default_roots())
+
+
+def test_report_times_match_datetime_isoformat() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from hostward.agent.fim.diff import _ts
+
+    rng = random.Random(7)
+    values = [0, 1, -1, 500, 1500, -500, -1500, 999_999_500, 1_700_000_000_999_999_500, -1_999_999_500]
+    values += [rng.randrange(-(2**40), 2**62) for _ in range(20_000)]
+    # Exact half microseconds: rounded half to even, of the float, as fromtimestamp does.
+    values += [
+        rng.randrange(0, 2_000_000_000) * 10**9 + rng.randrange(0, 1000) * 1000 + 500 for _ in range(20_000)
+    ]
+    for ns in values:
+        assert _ts(ns) == datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds"), ns

@@ -1,21 +1,18 @@
 """The backend-independent firewall logic (ledger first, refusal, merging, verify), the nft rendering and
-parsing, sshd port discovery, and the LoginGuard pipeline from a log file to block decisions."""
+parsing and sshd port discovery (the log-to-block pipeline is in test_loginsec_agent.py)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from hostward.agent.collectors.logtail import LogSource, LogWatch
-from hostward.agent.detectors.bruteforce import BruteForceDetector, BruteForceSettings, SafetyList
+from hostward.agent.detectors.bruteforce import SafetyList
 from hostward.agent.enforcers.blockledger import BlockEntry, BlockLedger
 from hostward.agent.enforcers.firewall import Add, FirewallError, sshd_ports
 from hostward.agent.enforcers.nftables import NftEnforcer, parse_set_json
-from hostward.agent.loginguard import LoginGuard
 from tests.fakes.firewall import MemoryFirewall
 
 NOW = 1_764_000_000.0
@@ -191,37 +188,3 @@ def test_sshd_ports_from_config_and_includes(tmp_path: Path) -> None:
     )
     assert sshd_ports(conf) == [22, 2200, 2201, 2222]
     assert sshd_ports(tmp_path / "missing") == [22]
-
-
-def test_login_guard_from_log_line_to_block(tmp_path: Path, clock: Clock) -> None:
-    log = tmp_path / "auth.log"
-    log.write_text("")
-    firewall = MemoryFirewall(BlockLedger(tmp_path / "state"), clock=clock)
-    firewall.set_safety(SafetyList().networks())
-    detector = BruteForceDetector(BruteForceSettings())
-    guard = LoginGuard(
-        LogWatch([LogSource(kind="file", path=log)], tmp_path / "state"), detector, firewall, clock=clock
-    )
-    try:
-        assert guard.step(0).events == []
-        with open(log, "a", encoding="utf-8") as f:
-            for i in range(5):
-                f.write(
-                    f"Nov 24 13:57:4{i} web01 sshd[1]: Failed password for root from 203.0.113.7 port {i}\n"
-                )
-            f.write(
-                "Nov 24 13:58:00 web01 sshd[2]: Accepted password for root from 203.0.113.7 port 9 ssh2\n"
-            )
-        result = guard.step(1.0)
-        assert len(result.events) == 6
-        assert [d.network for d in result.decisions] == ["203.0.113.7/32"]
-        assert result.blocks is not None and result.blocks.applied == ["203.0.113.7/32"]
-        assert [a.event_class for a in result.alarms] == ["login_0001", "login_1001", "login_0002"]
-        assert net("203.0.113.7/32") in firewall.kernel
-        health = guard.health()
-        assert health.status == "running" and health.counters["parse_events"] == 6
-        assert guard.maintain() is not None
-    finally:
-        guard.close()
-    saved = json.loads((tmp_path / "state" / "logtail.json").read_text())
-    assert saved["sources"][f"file:{log}"]["offset"] == os.path.getsize(log)

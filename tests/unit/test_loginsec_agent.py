@@ -3,6 +3,9 @@ backend): blocks, alarms and records, unblock commands, whitelists, editions, pr
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,7 +104,8 @@ def rig(tmp_path: Path) -> Any:
 def test_block_alarm_record_unblock_and_verify(rig: Rig) -> None:
     rig.fail(count=4)
     rig.sec.step(0.5)
-    assert rig.firewalls == [] and rig.alarms("login_0001") == []  # no rules until there is a block
+    # blocking is on: the firewall is ready before the first attack, with nothing blocked yet
+    assert len(rig.firewalls) == 1 and not rig.fw.kernel and rig.alarms("login_0001") == []
     rig.fail(count=1)
     rig.sec.step(0.5)
     assert list(rig.fw.kernel) == [parse_network(f"{ATTACKER}/32")]
@@ -170,7 +174,8 @@ def test_basic_edition_detects_without_blocking(rig: Rig) -> None:
     assert rig.records("blocked_ip") == []
     (alarm,) = rig.alarms("login_0001")
     assert alarm.evidence["blocked"] is False
-    assert rig.firewalls == [], "basic edition: no firewall rules"
+    # basic edition: no firewall rules (the premium default of the rig had them ready: removed)
+    assert rig.sec.firewall is None and not any(fw.present or fw.kernel for fw in rig.firewalls)
 
 
 def test_protection_off_lifts_blocks_and_removes_rules(rig: Rig) -> None:
@@ -223,3 +228,64 @@ def test_desired_from_bundle() -> None:
     assert "long_window_s" in broken.error and broken.settings.short_window_s == 30
     off = desired_from_bundle(bundle(enabled=False, ssh=["10.0.0.1/32"]))
     assert not off.detect and off.firewall and off.ssh_whitelist == ("10.0.0.1/32",)
+
+
+def test_syslog_log_to_block_alarms_and_saved_offsets(tmp_path: Path) -> None:
+    """The whole pipeline on a syslog-format auth log: five failures block, the success that follows
+    from the same source is a critical alarm, and the log position is stored on stop."""
+    rig = Rig(tmp_path)
+    rig.sec.configure(bundle(report_successful_logins=True))
+    rig.sec.setup()
+    try:
+        rig.sec.step(0)
+        stamp = time.strftime("%b %e %H:%M:%S")
+        rig.write(
+            *(
+                f"{stamp} web01 sshd[1]: Failed password for root from {ATTACKER} port {4000 + i} ssh2"
+                for i in range(5)
+            ),
+            f"{stamp} web01 sshd[2]: Accepted password for root from {ATTACKER} port 4009 ssh2",
+            f"{stamp} web01 CRON[3]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)",
+        )
+        rig.sec.step(1.0)
+        assert list(rig.fw.kernel) == [parse_network(f"{ATTACKER}/32")]
+        assert [a.event_class for a in rig.events if isinstance(a, AlarmEvent)] == [
+            "login_0001",
+            "login_1001",
+            "login_0002",
+        ]
+        assert [r["user"] for r in rig.records("login")] == ["root"]
+        counters = rig.sec.health().counters
+        assert counters["login_events"] == 6 and counters["lines_unparsed"] == 0
+    finally:
+        rig.sec.stop()
+    saved = json.loads((tmp_path / "state" / "logtail.json").read_text())
+    assert saved["sources"][f"file:{rig.log}"]["offset"] == os.path.getsize(rig.log)
+
+
+def test_stop_removes_idle_rules_and_keeps_blocks(tmp_path: Path) -> None:
+    for name in ("idle", "busy", "ssh"):
+        (tmp_path / name).mkdir()
+    idle = Rig(tmp_path / "idle")
+    idle.sec.configure(bundle())
+    idle.sec.setup()
+    idle.sec.step(0)
+    assert idle.fw.present, "blocking is on: the rules are ready before the first attack"
+    idle.sec.stop()
+    assert not idle.fw.present, "nothing to enforce: no rules of ours stay behind"
+
+    busy = Rig(tmp_path / "busy")
+    busy.sec.configure(bundle())
+    busy.sec.setup()
+    busy.sec.step(0)
+    busy.fail(count=5)
+    busy.sec.step(0.5)
+    busy.sec.stop()
+    assert busy.fw.present and list(busy.fw.kernel) == [parse_network(f"{ATTACKER}/32")]
+
+    whitelist = Rig(tmp_path / "ssh")
+    whitelist.sec.configure(bundle(ssh=["10.9.0.3/32"]))
+    whitelist.sec.setup()
+    whitelist.sec.step(0)
+    whitelist.sec.stop()
+    assert whitelist.fw.present, "the SSH login IP whitelist stays in force while the agent is down"

@@ -61,6 +61,20 @@ def test_reads_complete_lines_and_keeps_a_partial_one(tmp_path: Path) -> None:
     assert t.read() == ["partial line", "c"]
 
 
+def test_read_text_hands_out_whole_lines_as_one_decoded_chunk(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_bytes("é1\nb\r\n\npart".encode() + b"\xe2\x82")
+    t = tailer(log, tmp_path / "state")
+    assert t.read_text() == "é1\nb\r\n\n"  # whole lines only, each with its newline
+    assert t.counters["lines"] == 3
+    assert t.read_text() == ""
+    with open(log, "ab") as fh:
+        fh.write(b"\xac ial\nlast\n")  # the rest of a UTF-8 sequence cut between two reads
+    assert t.read_text() == "part€ ial\nlast\n"
+    t.commit()
+    assert t.store.get(f"file:{log}")["offset"] == log.stat().st_size  # type: ignore[index]
+
+
 def test_first_start_begins_at_the_end(tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
     log.write_text(lines(5))

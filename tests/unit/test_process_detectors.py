@@ -118,6 +118,7 @@ def test_reverse_shell_needs_a_shell_and_a_connected_peer() -> None:
         Observation(PROCESS_EXEC, proc("/usr/bin/python3.11", sockets={1: tcp("127.0.0.1", 9)})), NOW
     )
     assert alarm.evidence["loopback"] is True
+    assert d.take_kill_requests() == []  # auto_kill is off unless the policy turns it on
 
 
 def test_reverse_shell_policy_whitelist_and_loopback() -> None:

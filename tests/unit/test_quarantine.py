@@ -217,6 +217,26 @@ def test_kill_tree_kills_children_first_and_records_it(tmp_path: Path) -> None:
     assert row["root_pid"] == root.pid and row["alarm_id"] == "a-1"
 
 
+def test_kill_counts_an_unreaped_zombie_as_killed(tmp_path: Path) -> None:
+    # the parent never reaps its child: after SIGKILL the child stays a zombie, which is dead
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = psutil.Process(parent.pid).children()
+        result = ProcessKiller(ledger_path=tmp_path / "kills.db").kill_tree(
+            child.pid, create_time=child.create_time(), timeout=1.0
+        )
+        assert result.killed == [child.pid] and not result.failed
+        assert child.status() == psutil.STATUS_ZOMBIE
+    finally:
+        parent.kill()
+        parent.wait(10)
+
+
 def test_kill_refuses_a_reused_pid() -> None:
     p = subprocess.Popen(["sleep", "30"])
     try:

@@ -104,6 +104,7 @@ class FimRunner:
             db_path, self._observe, packages=packages, use_system_packages=use_system_packages
         )
         self._events: queue.Queue[Observation] = queue.Queue()
+        self._listeners: list[Callable[[Observation], None]] = []
         self._pending = 0  # observations queued and not yet in the outbox
         self._idle = threading.Condition()
         self._accepts: queue.Queue[Command] = queue.Queue()
@@ -254,7 +255,17 @@ class FimRunner:
             if self._pending <= 0:
                 self._idle.notify_all()
 
+    def add_listener(self, listener: Callable[[Observation], None]) -> None:
+        """Also hand every change observation to ``listener`` (the malware scanner; it must only queue)."""
+        self._listeners.append(listener)
+
     def _deliver(self, observation: Observation) -> None:
+        for listener in self._listeners:
+            try:
+                listener(observation)
+            except Exception:
+                log.exception("fim change listener failed")
+                self.counters["errors"] += 1
         try:
             events = self.detector.feed(observation, self.clock.now())
         except Exception:

@@ -14,11 +14,19 @@ the manager is down arrive when it is back.
 - ``weak_password``: the ``weak_password_detection`` policy's throttled check of the shadow file;
   a ``weak_passwords`` record (user names and reason categories only) and one ``login_1003`` alarm
   per weak account.
+
+Command ``vuln_fix {packages: [{package, manager, binaries, fixed_version, finding_ids}]}`` (one-click
+fix): upgrades the packages on a worker thread (one fix at a time, the control thread keeps polling),
+re-checks them, and reports per package in a ``vuln_fix`` record (durable through the outbox) and in
+the command result. ``baseline_fix {checks: [{policy_id, check_id, result_ids}]}`` does the same for
+baseline checks with a safe fix (file permissions and ownership; ``fixable`` in the results).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,16 +34,19 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from hostward.agent.commands import failed, succeeded
 from hostward.agent.errors import RequestRejected
 from hostward.agent.scan import CheckUnavailable, ScanCancelled, ScanJob, ScanRunner
 from hostward.agent.transport.client import AgentClient
 from hostward.agent.transport.outbox import Outbox
 from hostward.core.clock import Clock
 from hostward.core.ids import new_id
-from hostward.wire import PolicyBundle, PolicyState, RecordEvent
+from hostward.wire import Command, CommandResult, PolicyBundle, PolicyState, RecordEvent
 
 if TYPE_CHECKING:
+    from hostward.agent.commands import CommandDispatcher
     from hostward.agent.runtime import Agent
+    from hostward.agent.vulns.fix import VulnFixer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,11 @@ VULN_TOPIC = "vuln_findings"
 BASELINE_TOPIC = "baseline_results"
 COMPLEXITY_TOPIC = "password_complexity"
 WEAKPASS_TOPIC = "weak_passwords"
+FIX_TOPIC = "vuln_fix"
+FIX_COMMAND = "vuln_fix"
+BASELINE_FIX_TOPIC = "baseline_fix"
+BASELINE_FIX_COMMAND = "baseline_fix"
+MAX_BASELINE_FIXES = 100
 WEAK_PASSWORD_POLICY = "weak_password_detection"
 CONFIG_CHECK_POLICY = "configuration_check"
 CONFIG_CHECK_EDITIONS = ("enterprise", "premium", "wtp")
@@ -95,6 +111,8 @@ class RiskChecks:
         policy: Callable[[], PolicyBundle | None],
         notify: Callable[[], None] = lambda: None,
         languages: bool = True,
+        fixer: VulnFixer | None = None,
+        post_result: Callable[[str, CommandResult], None] | None = None,
     ) -> None:
         self.root = root
         self.outbox = outbox
@@ -103,9 +121,21 @@ class RiskChecks:
         self.policy = policy
         self.notify = notify
         self.languages = languages
+        self.fixer = fixer
+        self.post_result = post_result
+        self._fixes: queue.Queue[tuple[Command, Callable[[], CommandResult]]] = queue.Queue()
+        self._fix_thread: threading.Thread | None = None
+        self._fix_lock = threading.Lock()
 
     @classmethod
     def for_agent(cls, agent: Agent) -> RiskChecks:
+        client_box: list[AgentClient] = []
+
+        def post(command_id: str, result: CommandResult) -> None:
+            if not client_box:
+                client_box.append(agent.new_client())
+            agent.post_result(client_box[0], command_id, result)
+
         return cls(
             agent.cfg.host_root,
             agent.outbox,
@@ -113,13 +143,17 @@ class RiskChecks:
             client_factory=agent.new_client,
             policy=lambda: agent.bundle,
             notify=lambda: agent.outbox_ready.set(),
+            post_result=post,
         )
 
-    def register(self, runner: ScanRunner) -> None:
+    def register(self, runner: ScanRunner, dispatcher: CommandDispatcher | None = None) -> None:
         runner.add_check("vulnerability", self.vulnerability)
         runner.add_check("baseline", self.baseline)
         # Last: the slowest (hash throttle), so a comprehensive scan reports the rest early.
         runner.add_check("weak_password", self.weak_password)
+        if dispatcher is not None:
+            dispatcher.register(FIX_COMMAND, self.fix_command)
+            dispatcher.register(BASELINE_FIX_COMMAND, self.baseline_fix_command)
 
     def _put(self, events: Sequence[BaseModel]) -> None:
         self.outbox.put_many(events)
@@ -194,6 +228,116 @@ class RiskChecks:
         elif kind == "debian" and isinstance(doc, dict) and isinstance(doc.get("info"), dict):
             db.add_debian_tracker({str(doc.get("package")): {str(doc.get("cve")): doc["info"]}}, feed)
 
+    # ---- one-click fix ---------------------------------------------------------------------------
+
+    def fix_command(self, command: Command) -> CommandResult | None:
+        """``vuln_fix`` handler: a bad payload fails now; the fix runs on the worker thread."""
+        from hostward.agent.vulns.fix import FixPayloadError, parse_targets
+
+        try:
+            targets = parse_targets(command.payload)
+        except FixPayloadError as exc:
+            return failed(str(exc))
+        return self._on_worker(command, lambda: self.run_fix(command, list(targets)))
+
+    def _on_worker(self, command: Command, work: Callable[[], CommandResult]) -> CommandResult | None:
+        """Run ``work`` on the fix worker (one fix at a time); inline when results cannot be posted."""
+        if self.post_result is None:
+            return work()
+        with self._fix_lock:
+            self._fixes.put((command, work))
+            if self._fix_thread is None or not self._fix_thread.is_alive():
+                self._fix_thread = threading.Thread(target=self._fix_worker, name="risk-fix", daemon=True)
+                self._fix_thread.start()
+        return None
+
+    def _fix_worker(self) -> None:
+        while True:
+            with self._fix_lock:
+                try:
+                    command, work = self._fixes.get_nowait()
+                except queue.Empty:
+                    self._fix_thread = None
+                    return
+            try:
+                result = work()
+            except Exception as exc:  # the worker must survive whatever one fix does
+                log.exception("%s %s failed", command.kind, command.id)
+                result = failed(f"{type(exc).__name__}: {exc}")
+            if self.post_result is not None:
+                self.post_result(command.id, result)
+
+    def run_fix(self, command: Command, targets: list[Any]) -> CommandResult:
+        """Fix, report per package in a ``vuln_fix`` record, return the command result."""
+        from hostward.agent.vulns.fix import VulnFixer
+
+        fixer = self.fixer or VulnFixer(self.root)
+        results = [r.to_dict() for r in fixer.fix(targets)]
+        now = self.clock.now()
+        self._put(
+            [
+                RecordEvent(
+                    key=new_id(),
+                    occurred_at=now,
+                    topic=FIX_TOPIC,
+                    data={"command_id": command.id, "results": results},
+                )
+            ]
+        )
+        fixed = sum(1 for r in results if r["status"] == "fixed")
+        detail = f"{fixed} of {len(results)} package(s) fixed" + "".join(
+            f"; {r['package']}: {r['detail']}" for r in results if r["status"] != "fixed"
+        )
+        if fixed == len(results):
+            return succeeded(detail, results=results)
+        return failed(detail, results=results)
+
+    def baseline_fix_command(self, command: Command) -> CommandResult | None:
+        """``baseline_fix {checks: [{policy_id, check_id, result_ids}]}``: permission / ownership fixes of
+        the shipped policies' checks, each re-evaluated; a ``baseline_fix`` record per check."""
+        raw = command.payload.get("checks")
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or len(raw) > MAX_BASELINE_FIXES
+            or not all(isinstance(c, dict) and c.get("policy_id") and c.get("check_id") for c in raw)
+        ):
+            return failed(f"baseline_fix needs checks: 1 to {MAX_BASELINE_FIXES} {{policy_id, check_id}}")
+        return self._on_worker(command, lambda: self.run_baseline_fix(command, raw))
+
+    def run_baseline_fix(self, command: Command, checks: list[dict[str, Any]]) -> CommandResult:
+        from hostward.agent.baseline import HostView, default_policy_dir, load_policies
+        from hostward.agent.baseline.fix import CheckFix, fix_check
+
+        policies, _ = load_policies([default_policy_dir()])
+        by_key = {(p.id, c.id): (p, c) for p in policies for c in p.checks}
+        host = HostView(root=self.root, allow_commands=False)
+        results = []
+        for item in checks:
+            key = (str(item["policy_id"]), str(item["check_id"]))
+            found = by_key.get(key)
+            if found is None:
+                fix = CheckFix(*key, "failed", "no such check in this agent's baseline policies")
+            else:
+                fix = fix_check(found[0], found[1], host)
+            ids = item.get("result_ids")
+            results.append({**fix.to_dict(), "result_ids": ids if isinstance(ids, list) else []})
+        self._put(
+            [
+                RecordEvent(
+                    key=new_id(),
+                    occurred_at=self.clock.now(),
+                    topic=BASELINE_FIX_TOPIC,
+                    data={"command_id": command.id, "results": results},
+                )
+            ]
+        )
+        fixed = sum(1 for r in results if r["status"] == "fixed")
+        detail = f"{fixed} of {len(results)} check(s) fixed" + "".join(
+            f"; {r['check_id']}: {r['detail']}" for r in results if r["status"] != "fixed"
+        )
+        return (succeeded if fixed == len(results) else failed)(detail, results=results)
+
     # ---- baseline and password complexity --------------------------------------------------------
 
     def baseline(self, job: ScanJob) -> str:
@@ -220,7 +364,16 @@ class RiskChecks:
             timeout = float(state.settings.get("command_timeout_s", 10.0))
             report = run_baseline(None, root=self.root, command_timeout=timeout)
             self._cancelled(job)
-            results = [{**r.to_dict(), "policy_name": run.name} for run in report.runs for r in run.results]
+            fixable = self._fixable()
+            results = [
+                {
+                    **r.to_dict(),
+                    "policy_name": run.name,
+                    "fixable": r.result == "failed" and (r.policy_id, r.check_id) in fixable,
+                }
+                for run in report.runs
+                for r in run.results
+            ]
             events += chunked_records(
                 BASELINE_TOPIC,
                 job.scan_id,
@@ -247,6 +400,13 @@ class RiskChecks:
             detail = f"baseline: configuration check off; {detail}"
         self._put(events)
         return detail
+
+    @staticmethod
+    def _fixable() -> set[tuple[str, str]]:
+        from hostward.agent.baseline import default_policy_dir, load_policies
+        from hostward.agent.baseline.fix import fixable_checks
+
+        return fixable_checks(load_policies([default_policy_dir()])[0])
 
     # ---- weak passwords --------------------------------------------------------------------------
 

@@ -42,11 +42,16 @@ from hostward.agent.errors import (
 from hostward.agent.fimrunner import ACCEPT_COMMAND, FimRunner
 from hostward.agent.lockfile import acquire_lock
 from hostward.agent.loginsec import LoginSecurity
+from hostward.agent.malwarerunner import SCAN_KINDS as MALWARE_SCAN_KINDS
+from hostward.agent.malwarerunner import MalwareRunner
+from hostward.agent.ransomrunner import RansomRunner
 from hostward.agent.riskchecks import RiskChecks
 from hostward.agent.scan import Commit, ScanJob, ScanQueue, ScanRunner
 from hostward.agent.state import Credentials, StateStore, ensure_private_dir
 from hostward.agent.transport import AgentClient, Backoff, Outbox, OutboxSender, pinned_context
 from hostward.agent.workers import Workers
+from hostward.agent.wtpctl import WtpControl
+from hostward.agent.wtprunner import WtpRunner
 from hostward.core.clock import Clock, SystemClock
 from hostward.wire import (
     AgentHealth,
@@ -133,10 +138,25 @@ class Agent:
         self.fim.configure(self.bundle)
         self.dispatcher.register(ACCEPT_COMMAND, self.fim.accept_command)
         self.scans.add_check("fim", self.fim.scan_check)
-        RiskChecks.for_agent(self).register(self.scans)
+        RiskChecks.for_agent(self).register(self.scans, self.dispatcher)
         self.loginsec = LoginSecurity.for_agent(self)
         self.loginsec.configure(self.bundle)
         self.dispatcher.register("unblock_ip", self.loginsec.cmd_unblock)
+        self.malware = MalwareRunner.for_agent(self)
+        self.malware.configure(self.bundle)
+        self.fim.add_listener(self.malware.fim_changed)
+        for kind in MALWARE_SCAN_KINDS:
+            self.scans.add_check(kind, self.malware.scan_check(kind))
+        self.dispatcher.register("isolate_file", self.malware.cmd_isolate)
+        self.dispatcher.register("restore_file", self.malware.cmd_restore)
+        self.dispatcher.register("delete_isolated_file", self.malware.cmd_delete)
+        self.wtp = WtpRunner.for_agent(self)
+        self.wtp.configure(self.bundle)
+        self.wtp.register(self.dispatcher, self.scans)
+        self.wtpctl = WtpControl(cfg.state_dir, self.wtp)
+        self.ransom = RansomRunner.for_agent(self)
+        self.ransom.configure(self.bundle)
+        self.ransom.register(self.dispatcher)
         self._local = threading.local()
         self._once_client: AgentClient | None = None
 
@@ -242,6 +262,9 @@ class Agent:
             log.warning("command poll failed: %s", exc)
         self._drain_scans(client)
         self.fim.step()
+        self.malware.step(mono)
+        self.wtp.step()
+        self.ransom.step()
         if mono >= self.next_accounts:
             self.accounts_step(mono)
         for _ in range(MAX_BATCHES_PER_PASS):
@@ -293,6 +316,9 @@ class Agent:
             self.detectors.configure(bundle)
         self.fim.configure(bundle)
         self.loginsec.configure(bundle)
+        self.malware.configure(bundle)
+        self.wtp.configure(bundle)
+        self.ransom.configure(bundle)
         self.next_accounts = min(self.next_accounts, self.clock.monotonic() + self._accounts_interval())
 
     def _accounts_interval(self) -> int:
@@ -387,7 +413,14 @@ class Agent:
     def health(self) -> AgentHealth:
         budget = self.budget.state
         stats = self.outbox.stats()
-        detectors = [*self.detectors.health(), *self.fim.health(), *self.loginsec.health_entries()]
+        detectors = [
+            *self.detectors.health(),
+            *self.fim.health(),
+            *self.loginsec.health_entries(),
+            *self.malware.health(),
+            *self.wtp.health(),
+            *self.ransom.health(),
+        ]
         detectors.append(
             DetectorHealth(
                 name="outbox",
@@ -434,7 +467,9 @@ class Agent:
         if not isinstance(scan_id, str) or not scan_id or not isinstance(kind, str):
             return failed("scan command needs payload {scan_id, kind}")
         # Queued, not run here: the command channel must stay free for a cancel_scan meanwhile.
-        self.scan_queue.submit(ScanJob(scan_id=scan_id[:64], kind=kind, command_id=command.id))
+        self.scan_queue.submit(
+            ScanJob(scan_id=scan_id[:64], kind=kind, command_id=command.id, payload=dict(command.payload))
+        )
         return None
 
     def run_scan(self, job: ScanJob, client: AgentClient) -> CommandResult:
@@ -502,6 +537,10 @@ class Agent:
             self.workers.start()
             self.fim.start()
             self.loginsec.start()
+            self.malware.start()
+            self.wtp.start()
+            self.wtpctl.start()
+            self.ransom.start()
             while not self.stopping.is_set():
                 if self._signal is not None:
                     self.request_stop(f"signal {signal.Signals(self._signal).name}")
@@ -534,6 +573,10 @@ class Agent:
         self._phase("join", lambda: self.workers.join(timeout))
         self._phase("fim", self.fim.stop)
         self._phase("loginsec", self.loginsec.stop)
+        self._phase("wtpctl", self.wtpctl.stop)
+        self._phase("wtp", self.wtp.stop)
+        self._phase("ransomware", self.ransom.stop)
+        self._phase("malware", self.malware.stop)
         self._phase("detectors", self.detectors.stop)
         self._phase("outbox", self.outbox.close)
         self._phase("state", self.state.close)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -48,6 +49,7 @@ class ScanJob:
     kind: str
     command_id: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    payload: dict[str, Any] = field(default_factory=dict)  # the scan command's payload (custom paths, ...)
 
 
 class ScanQueue:

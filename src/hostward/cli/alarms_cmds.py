@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from hostward.cli.client import ApiClient
+from hostward.cli.errors import CliError
 from hostward.cli.output import Column, print_json, print_record, print_table, say, warn
 from hostward.cli.quotas_cmds import parse_expiry
 from hostward.cli.resolve import resolve_server
@@ -18,7 +19,13 @@ alarm_whitelist_app = typer.Typer(
 )
 whitelists_app.add_typer(alarm_whitelist_app, name="alarm")
 
-ACTIONS = "mark_as_handled, unhandle, ignore, do_not_ignore or add_to_alarm_whitelist"
+ACTIONS = (
+    "mark_as_handled, unhandle, ignore, do_not_ignore, add_to_alarm_whitelist, remove_from_alarm_whitelist, "
+    "isolate_and_kill; for brute-force and login alarms also add_to_login_whitelist, "
+    "remove_from_login_whitelist or unblock"
+)
+# Brute-force and login alarms: sent to POST /alarms/login-actions (same per-alarm results).
+LOGIN_ACTIONS = ("add_to_login_whitelist", "remove_from_login_whitelist", "unblock")
 FIELDS = "file_hash, file_path, process_path, process_cmdline, login_ip or username"
 
 ALARM_COLUMNS: list[Column] = [
@@ -107,14 +114,20 @@ def alarms_handle(
         if value is not None:
             spec["value"] = value
         body["whitelist"] = spec
+    login = action in LOGIN_ACTIONS
+    if login and (field or value is not None):
+        raise CliError(f"--field and --value are for add_to_alarm_whitelist, not {action}", code="invalid")
     with ApiClient.from_credentials() as client:
-        answer = client.post("/alarms/handle", body)
+        answer = client.post("/alarms/login-actions" if login else "/alarms/handle", body)
     results = answer.get("results") if isinstance(answer, dict) else None
     if isinstance(results, list):
         failed = [r for r in results if not r.get("ok", True)]
         for result in failed:
             message = (result.get("error") or {}).get("message") or "refused"
             warn(f"error: alarm {result.get('alarm_id')}: {' '.join(str(message).split())}")
+        for result in results:
+            if result.get("ok", True) and result.get("detail"):
+                say(f"alarm {result.get('alarm_id')}: {' '.join(str(result['detail']).split())}")
         say(f"{len(results) - len(failed)} alarm(s): {action}")
         if failed:
             raise typer.Exit(1)

@@ -20,6 +20,7 @@ from hostward.agent.errors import AgentError
 from hostward.agent.fim.config import FimConfigError, WatchRoot, default_roots
 from hostward.agent.fim.diff import Change, attr_value, change_dict, display_path
 from hostward.agent.fim.engine import CheckResult, FimEngine
+from hostward.agent.fim.pkgdb import system_index
 from hostward.agent.fim.scan import Scanner, ScanStats
 from hostward.agent.fim.store import BaselineStore
 from hostward.cli.errors import CliError
@@ -107,7 +108,10 @@ def fim_check(
     """Compare the file system with the baseline in FILE (exit 0: unchanged, 1: changed, 2: error)."""
     try:
         store = BaselineStore.open(db, create=False)
-        engine = FimEngine(store, scanner=_scanner(workers, rate), packages="auto" if packages else None)
+        # The dpkg index read for labelling is kept next to the baseline (FILE.pkgindex) and reused while
+        # the package database is unchanged.
+        index = system_index(cache_file=Path(f"{db}.pkgindex")) if packages else None
+        engine = FimEngine(store, scanner=_scanner(workers, rate), packages=index)
         try:
             result = engine.check(full=full, update=update)
         finally:

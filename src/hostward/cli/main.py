@@ -89,7 +89,17 @@ def build_app() -> typer.Typer:
     loginsec_cmds.attach(alarms_cmds.whitelists_app)
     app.add_typer(loginsec_cmds.blocked_ips_app, name="blocked-ips")
     _add_risk_commands(app)
+    _add_wtp_exec(app)
     return app
+
+
+def _add_wtp_exec(app: typer.Typer) -> None:
+    """``hostward wtp ...`` (manager side) with ``wtp exec -- CMD`` (agent side), and ``ransomware ...``."""
+    from hostward.cli import ransomware_cmds, wtp_cmds, wtp_exec_cmd
+
+    wtp_exec_cmd.attach(wtp_cmds.app)
+    app.add_typer(wtp_cmds.app, name="wtp")
+    app.add_typer(ransomware_cmds.app, name="ransomware")
 
 
 def _add_risk_commands(app: typer.Typer) -> None:
@@ -101,6 +111,10 @@ def _add_risk_commands(app: typer.Typer) -> None:
         help="Malware scanning with the bundled YARA rules (standalone).", no_args_is_help=True
     )
     malware.command("scan")(malware_cmds.malware_scan)
+    from hostward.cli import isolated_cmds
+
+    isolated_cmds.attach(malware)
+    app.add_typer(isolated_cmds.isolated_files_app, name="isolated-files")
     app.add_typer(malware, name="malware")
 
     baseline = typer.Typer(

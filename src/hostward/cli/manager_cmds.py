@@ -74,6 +74,13 @@ def serve(
         False, "--plain-http", help="Serve the console/API over plain HTTP (loopback addresses only)."
     ),
     database_url: str | None = typer.Option(None, "--database-url", help="Overrides manager.toml."),
+    agent_workers: int | None = typer.Option(
+        None,
+        "--agent-workers",
+        min=1,
+        max=64,
+        help="Processes serving the agent channel (overrides manager.toml; more than 1 needs PostgreSQL).",
+    ),
 ) -> None:
     """Run the manager (console, REST API, agent channel, scheduler) until interrupted."""
     from hostward.manager.settings import CONFIG_NAME, load_settings
@@ -90,6 +97,7 @@ def serve(
         agent_listen=agent_listen,
         plain_http=True if plain_http else None,
         database_url=database_url,
+        agent_workers=agent_workers,
     )
     debug = bool(getattr(ctx.obj, "debug", False))
     logging.basicConfig(

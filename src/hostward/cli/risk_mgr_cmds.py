@@ -1,4 +1,5 @@
-"""Risk results on the manager: ``hostward vulns import|feeds|list``, ``hostward baseline results``.
+"""Risk results on the manager: ``hostward vulns import|feeds|list``, ``hostward baseline results``
+(fix, verify, history and exports: ``risk_actions_cmds``).
 
 ``vulns import PATH`` uploads a file as it is (OSV JSON, a list of OSV records, ``.json.gz``, an OSV zip
 archive or the Debian security tracker JSON); a directory is packed into a zip of its ``*.json`` /
@@ -33,6 +34,7 @@ FINDING_COLUMNS: list[Column] = [
     ("Installed", "installed_version"),
     ("Fixed in", "fixed_version"),
     ("Status", "status"),
+    ("Fix status", lambda r: r.get("fix_status") or ""),
     ("Fix", "fix_command"),
 ]
 FEED_COLUMNS: list[Column] = [
@@ -161,3 +163,6 @@ def attach(vulns: typer.Typer, baseline: typer.Typer) -> None:
     vulns.command("feeds")(vulns_feeds)
     vulns.command("list")(vulns_list)
     baseline.command("results")(baseline_results)
+    from hostward.cli import risk_actions_cmds
+
+    risk_actions_cmds.attach(vulns, baseline)

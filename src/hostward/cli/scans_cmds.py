@@ -25,13 +25,24 @@ SCAN_COLUMNS: list[Column] = [
 @app.command("start")
 def scans_start(
     servers: list[str] = typer.Argument(..., help="Server ids or names."),
-    kind: str = typer.Option("full", "--kind", help="full (comprehensive detection) or one scan kind."),
+    kind: str = typer.Option(
+        "full",
+        "--kind",
+        help="full (comprehensive detection) or one scan kind: malware (quick virus scan), malware_full, "
+        "malware_custom (with --path), webshell, vulnerability, baseline, ...",
+    ),
+    paths: list[str] | None = typer.Option(
+        None, "--path", help="malware_custom: an absolute path to scan (repeat, at most 20)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Queue a scan now on the given servers."""
+    body: dict[str, object] = {"kind": kind}
+    if paths:
+        body["paths"] = list(paths)
     with ApiClient.from_credentials() as client:
         found = [resolve_server(client, ref) for ref in servers]
-        scans = items_of(client.post("/scans", {"server_ids": [s["id"] for s in found], "kind": kind}))
+        scans = items_of(client.post("/scans", {"server_ids": [s["id"] for s in found], **body}))
     if as_json:
         print_json(scans)
         return

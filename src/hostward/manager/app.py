@@ -29,14 +29,17 @@ def _api_routers() -> list[APIRouter]:
     from hostward.manager.dashboard.routes import router as dashboard
     from hostward.manager.fim.routes import router as fim
     from hostward.manager.loginsec.routes import router as loginsec
+    from hostward.manager.malware.routes import router as malware
     from hostward.manager.notify.routes import router as notifications
     from hostward.manager.policies.routes import router as policies
     from hostward.manager.protection.routes import router as protection
     from hostward.manager.quotas.routes import router as quotas
+    from hostward.manager.ransomware.routes import router as ransomware
     from hostward.manager.regions.routes import router as regions
     from hostward.manager.scans.routes import router as scans
     from hostward.manager.servers.routes import router as servers
     from hostward.manager.vulns.routes import router as vulns
+    from hostward.manager.wtp.routes import router as wtp
 
     return [
         auth,
@@ -51,10 +54,13 @@ def _api_routers() -> list[APIRouter]:
         dashboard,
         enrollment,
         loginsec,
+        malware,
         fim,
         vulns,
         baseline,
         notifications,
+        wtp,
+        ransomware,
     ]
 
 
@@ -115,25 +121,32 @@ def _install_notifications(ctx: ManagerContext) -> None:
 def create_agent_app(ctx: ManagerContext) -> FastAPI:
     """Build the agent-channel app (served on its own HTTPS port).
 
-    Its lifespan runs the command sweep that delivers commands queued by other replicas to this
-    replica's long-polling agents; bodies over 8 MiB get a 413 envelope.
+    Its lifespan runs the once-a-second ticker (buffered heartbeats written, commands queued by other
+    replicas delivered to this replica's long-polling agents); bodies over 8 MiB get a 413 envelope.
     """
+    from hostward.manager.agentlink.fastlane import AgentFastLane
     from hostward.manager.agentlink.ingest import load_builtin_handlers
-    from hostward.manager.agentlink.routes import MAX_BODY_BYTES, BodySizeLimit, CommandSweeper
+    from hostward.manager.agentlink.routes import (
+        MAX_BODY_BYTES,
+        AgentLinkTicker,
+        BodySizeLimit,
+        hold_for_commands,
+    )
     from hostward.manager.agentlink.routes import router as agent_router
     from hostward.manager.vulns.agent_routes import router as vulns_agent_router
+    from hostward.manager.wtp.agent_routes import router as wtp_agent_router
 
     load_builtin_handlers()
     _install_notifications(ctx)
-    sweeper = CommandSweeper(ctx)
+    ticker = AgentLinkTicker(ctx)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper.start()
+        ticker.start()
         try:
             yield
         finally:
-            await sweeper.stop()
+            await ticker.stop()
 
     app = FastAPI(
         title="hostward agent channel",
@@ -144,9 +157,12 @@ def create_agent_app(ctx: ManagerContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    app.state.command_sweeper = sweeper
+    app.state.agentlink_ticker = ticker
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Outermost: answers known agents' plain heartbeats and idle polls from memory (see fastlane).
+    app.add_middleware(AgentFastLane, ctx=ctx, hold=hold_for_commands)
     app.include_router(agent_router, prefix="/agent/v1")
     app.include_router(vulns_agent_router, prefix="/agent/v1")
+    app.include_router(wtp_agent_router, prefix="/agent/v1")
     return app

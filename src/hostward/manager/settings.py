@@ -25,6 +25,9 @@ class ManagerSettings(BaseModel):
     listen: str = Field(default="127.0.0.1:8443", description="console + REST API host:port")
     agent_listen: str = Field(default="0.0.0.0:10180", description="agent channel host:port (HTTPS)")
     agent_url: str = Field(default="", description="URL agents use; empty = derived from agent_listen")
+    agent_workers: int = Field(
+        default=1, ge=1, le=64, description="processes serving the agent channel (>1 needs PostgreSQL)"
+    )
     plain_http: bool = Field(default=False, description="serve console/API over plain HTTP (loopback only)")
     heartbeat_interval: int = Field(default=10, ge=1, le=3600, description="agent heartbeat period, s")
     offline_after_missed: int = Field(default=3, ge=1, le=100, description="missed heartbeats -> offline")

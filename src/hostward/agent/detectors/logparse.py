@@ -1,14 +1,17 @@
-"""Fast login-log parser: log lines (or journald messages) in, ``LoginEvent`` tuples out.
+"""Fast login-log parser: chunks of log text (or journald messages) in, ``LoginEvent`` tuples out.
 
-Speed comes from doing little in Python per line. All patterns are compiled into ONE regex for a whole
-syslog line — timestamp, host, program tag, then the alternatives of that program's patterns — so a
-typical line costs one call into the regex engine, which rejects a non-matching alternative after one
-character comparison and ends on a line of a program we do not watch right after its tag. The groups
-of the alternative that matched say what it means (``match.lastindex``); timestamps, addresses and
-ports are converted through small caches, because attackers repeat themselves.
+Speed comes from doing little in Python per line. All patterns are compiled into ONE multi-line regex
+for whole syslog lines — timestamp, host, program tag, then the alternatives of that program's patterns
+— and ``finditer`` runs it over a whole chunk of text (what one read of the log gave), so there is no
+per-line split, decode or call: the regex engine walks from one line to the next, rejects a
+non-matching alternative after one character comparison and ends on a line of a program we do not watch
+right after its tag. Every line is matched exactly once (a last catch-all alternative takes the lines
+without a syslog header), so the counters stay exact. The groups of the alternative that matched say
+what it means (``match.lastindex``); timestamps, addresses and ports are converted through small
+caches, because attackers repeat themselves, and only for the lines that are events.
 
-Lines the one-regex form does not take (no syslog header, CRLF endings, a service's own log format,
-bare ``sshd -E`` messages) go the reference path: the header is split with ``str.find`` and the
+Lines the chunk regex does not take (no syslog header, a service's own log format, bare ``sshd -E``
+messages, patterns with defaults) go the reference path: the header is split with ``str.find`` and the
 program's own bucket of patterns is tried. Both paths give the same event for a line; the test suite
 checks it.
 
@@ -24,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from hostward.agent.detectors.logpatterns import (
     ANY_PROGRAM,
@@ -32,14 +35,27 @@ from hostward.agent.detectors.logpatterns import (
     PatternSpec,
     load_patterns,
     prefixed_regex,
+    single_line_regex,
 )
-from hostward.agent.detectors.logtime import CACHE_LIMIT, MONTHS, LogClock
+from hostward.agent.detectors.logtime import CACHE_LIMIT, MONTHS, SECONDS, LogClock
 
 AUTO = "auto"
 DEFAULT_MAX_LINE = 16 * 1024
 _FIELDS = ("user", "address", "port", "method", "alt_user")
 _FAST_FIELDS = ("user", "address", "port", "method", "bsd", "iso")
 _MISS = object()
+_TRAILING_CR = re.compile(r"\r+(?=\n|\Z)")
+
+
+class _Cache(dict[Any, Any]):
+    """A dict that fills a missing key with ``fill(key)`` (which stores it): a hit costs one lookup."""
+
+    def __init__(self, fill: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._fill = fill
+
+    def __missing__(self, key: Any) -> Any:
+        return self._fill(key)
 
 
 class LoginEvent(NamedTuple):
@@ -106,14 +122,16 @@ _TAG_END = r"(?:\[\d+\])?: "
 _ANY_TAG = r"[^\s\[:]++"
 
 
-def _alternatives(patterns: list[PatternSpec], prefix: str, *, mark_all: bool = False) -> list[str]:
+def _alternatives(
+    patterns: list[PatternSpec], prefix: str, *, mark_all: bool = False, chunk: bool = False
+) -> list[str]:
     # ``match.lastindex`` (the last group closed) tells which alternative matched, because every group
     # belongs to exactly one alternative. An empty marker group goes at the END of an alternative (of
     # those without groups, or of all with ``mark_all``), so the alternative still begins with its own
     # first literal — which lets the engine skip it after one character comparison. The one-line regex
     # keeps its groups few on purpose: every match pays for each group.
     return [
-        prefixed_regex(p, f"{prefix}{i}_")
+        (single_line_regex if chunk else str)(prefixed_regex(p, f"{prefix}{i}_"))
         + ("" if "(?P<" in p.regex and not mark_all else f"(?P<{prefix}{i}_>)")
         for i, p in enumerate(patterns)
     ]
@@ -133,19 +151,18 @@ def _alt_table(rx: re.Pattern[str], groups: list[tuple[str, list[PatternSpec]]])
     return table
 
 
-def _fast_table(
-    rx: re.Pattern[str], groups: list[tuple[str, list[PatternSpec]]]
-) -> list[tuple[object, ...] | None]:
-    """Entries for the one-line regex: a 5-tuple for plain patterns, a 1-tuple otherwise (the hot loop
-    unpacks 5 and lets anything else — special patterns, classification markers, None — fall through)."""
+def _fast_table(rx: re.Pattern[str], groups: list[tuple[str, list[PatternSpec]]]) -> list[object]:
+    """Entries for the chunk regex: a 5-tuple for plain patterns, else a word that says what to do
+    (``skipped``, ``unmatched``, or ``slow``: the reference path — special patterns, lines without a
+    syslog header, and the odd case of a pattern none of whose groups took part)."""
     never = rx.groupindex["never"]
-    table: list[tuple[object, ...] | None] = [None] * (rx.groups + 1)
+    table: list[object] = ["slow"] * (rx.groups + 1)
     for prefix, patterns in groups:
         for i, p in enumerate(patterns):
             own = f"{prefix}{i}_"
-            entry: tuple[object, ...]
+            entry: object
             if p.special:
-                entry = ("special",)
+                entry = "slow"
             else:
                 idx = tuple(
                     rx.groupindex.get(f"{own}{n}", never) if n not in ("bsd", "iso") else rx.groupindex[n]
@@ -155,8 +172,8 @@ def _fast_table(
             for name, index in rx.groupindex.items():
                 if name.startswith(own):
                     table[index] = entry
-    table[rx.groupindex["unmatched_"]] = ("unmatched",)
-    table[rx.groupindex["skipped_"]] = ("skipped",)
+    table[rx.groupindex["unmatched_"]] = "unmatched"
+    table[rx.groupindex["skipped_"]] = "skipped"
     return table
 
 
@@ -194,11 +211,11 @@ class CompiledPatterns:
                 # PAM patterns are not repeated per program: when a watched program's own patterns fail,
                 # the engine goes on to the any-program branch, which holds them once.
                 names = "|".join(re.escape(p) for p in sorted(programs, key=len, reverse=True))
-                alts = "|".join(_alternatives(list(spec.patterns), f"s{n}_"))
+                alts = "|".join(_alternatives(list(spec.patterns), f"s{n}_", chunk=True))
                 branches.append(f"(?:{names}){_TAG_END}(?:{alts})")
                 groups.append((f"s{n}_", list(spec.patterns)))
         if pam:
-            branches.append(f"{_ANY_TAG}{_TAG_END}(?:{'|'.join(_alternatives(pam, 'pam_'))})")
+            branches.append(f"{_ANY_TAG}{_TAG_END}(?:{'|'.join(_alternatives(pam, 'pam_', chunk=True))})")
             groups.append(("pam_", pam))
         # Last, two branches that only classify: a watched program's line no pattern took, and a line
         # of any other program. Their marker groups are the highest-numbered groups of the regex.
@@ -206,10 +223,23 @@ class CompiledPatterns:
         branches.append(f"(?:{watched}){_TAG_END}(?P<unmatched_>)")
         branches.append(f"{_ANY_TAG}{_TAG_END}(?P<skipped_>)")
         branches.append("(?P<never>(?!))")
-        self.line_rx = re.compile(rf"(?:{_BSD_TS}|{_ISO_TS}) \S++ (?:{'|'.join(branches)})")
-        self.line_alts = _fast_table(self.line_rx, groups)
+        self._syslog = rf"(?:{_BSD_TS}|{_ISO_TS}) \S++ (?:{'|'.join(branches)})"
+        self._groups = groups
+        self._chunk: tuple[re.Pattern[str], list[object]] | None = None
         self.formats = [f for s in patterns.services.values() for f in s.formats]
         self.bare = [s.service for s in patterns.services.values() if s.bare]
+
+    def chunk_regex(self) -> tuple[re.Pattern[str], list[object]]:
+        """The multi-line regex for chunks of syslog lines, and its table.
+
+        Every line is matched exactly once, from its start to its end: a syslog line of a watched program
+        by its pattern (or the ``unmatched_`` marker), another program's by ``skipped_``, and anything else
+        — no syslog header — by the catch-all ``slow_``, which sends it the reference path.
+        """
+        if self._chunk is None:
+            rx = re.compile(rf"(?m)^(?:{self._syslog}|(?P<slow_>))[^\n]*")
+            self._chunk = (rx, _fast_table(rx, self._groups))
+        return self._chunk
 
 
 _compiled_default: CompiledPatterns | None = None
@@ -249,7 +279,11 @@ class LogParser:
         self.service = service
         self._max_line = max_line
         self._time = LogClock(tz, clock)
-        self._addr_cache: dict[str | None, str | None] = {None: None}
+        self._addr_cache: dict[str | None, str | None] = _Cache(self._normalise)
+        self._addr_cache[None] = None
+        self._port_cache: dict[str | None, int | None] = _Cache(self._port)
+        self._port_cache[None] = None
+        self._chunk = self._c.chunk_regex()
         self._events = self._skipped = self._unmatched = self._unparsed = 0
         self._oversize = self._invalid_address = 0
         if service == AUTO:
@@ -273,89 +307,117 @@ class LogParser:
 
     # ---- public --------------------------------------------------------------------------------------
 
-    def parse_many(self, lines: Iterable[str]) -> list[LoginEvent]:
-        """The events of ``lines`` (with or without line endings), in order. The hot path."""
-        batch = lines if isinstance(lines, list) else list(lines)
-        if not batch:
+    def parse_text(self, text: str) -> list[LoginEvent]:
+        """The events of a chunk of whole lines (each ends with a newline, the last one may not), in
+        order. The hot path: the agent hands over what one read of a log gave."""
+        if not text:
             return []
-        if max(map(len, batch)) <= self._max_line:
-            return self._fast(batch)
+        if "\r" in text:
+            # CRLF (or CR) endings: the slow path strips them per line; do it for the chunk at once
+            text = _TRAILING_CR.sub("", text)
+        if self._may_hold_long_line(text):
+            return self._parse_with_long_lines(text)
+        return self._parse_chunk(text)
+
+    def _may_hold_long_line(self, text: str) -> bool:
+        """False when no line of ``text`` is longer than ``max_line``, found without a step per line: a
+        line that long holds a whole aligned window of ``max_line // 2`` characters without a newline."""
+        width = max(self._max_line // 2, 1)
+        if len(text) <= self._max_line:
+            return False
+        find = text.find
+        return any(find("\n", k, k + width) < 0 for k in range(0, len(text) - width + 1, width))
+
+    def _parse_with_long_lines(self, text: str) -> list[LoginEvent]:
         out: list[LoginEvent] = []
-        start = 0
-        for i, line in enumerate(batch):  # oversize lines are cut out of the batch, the rest goes fast
-            if len(line) > self._max_line:
-                out += self._fast(batch[start:i])
-                self._too_long()
-                start = i + 1
-        out += self._fast(batch[start:])
+        run: list[str] = []
+        for line in text[:-1].split("\n") if text.endswith("\n") else text.split("\n"):
+            if len(line) <= self._max_line:
+                run.append(line)
+                continue
+            if run:
+                out += self._parse_chunk("\n".join(run) + "\n")
+                run = []
+            self._too_long()
+        if run:
+            out += self._parse_chunk("\n".join(run) + "\n")
         return out
 
-    def _fast(self, lines: list[str]) -> list[LoginEvent]:
+    def _parse_chunk(self, text: str) -> list[LoginEvent]:
+        """``parse_text`` for a chunk without CR and without a line over ``max_line``: the hot loop."""
+        rx, alts = self._chunk
+        end = len(text) - 1 if text.endswith("\n") else len(text)
         out: list[LoginEvent] = []
         append = out.append
-        match = self._c.line_rx.match
-        alts = self._c.line_alts
-        addr_get = self._addr_cache.get
-        sec_get = self._time.sec_cache.get
+        addresses = self._addr_cache
+        ports = self._port_cache
+        minute_get = self._time.minute_cache.get
+        second_get = SECONDS.get
         miss = _MISS
-        fast = 0
+        slow = skipped = unmatched = 0
         last_bsd, last_ts = "", None  # consecutive syslog lines mostly share their second
-        for line in lines:
-            m = match(line)
-            if m is None:
-                event = self._parse_slow(line)
-                if event is not None:
-                    append(event)
+        for m in rx.finditer(text, 0, end):
+            entry: Any = alts[m.lastindex]  # type: ignore[index]
+            if entry.__class__ is str:
+                if entry == "skipped":
+                    skipped += 1
+                elif entry == "unmatched":
+                    unmatched += 1
+                else:  # no syslog line, too long, or a special pattern: the reference path decides
+                    event = self._parse_slow(m.group())  # counts the event itself
+                    if event is not None:
+                        append(event)
+                        slow += 1
                 continue
-            try:
-                kind, service, pattern_id, counting, groups = alts[m.lastindex]  # type: ignore[index, misc]
-            except (TypeError, ValueError):
-                event = self._classified(alts[m.lastindex], line)  # type: ignore[index]
-                if event is not None:
-                    append(event)
-                continue
-            user, addr, port, method, bsd, iso = m.group(*groups)  # type: ignore[misc]
-            address = addr_get(addr, miss)
-            if address is miss:
-                address = self._normalise(addr)
+            kind, service, pattern_id, counting, groups = entry
+            user, addr, port, method, bsd, iso = m.group(*groups)
+            address = addresses[addr]  # normalised on a miss (_Cache)
             if bsd == last_bsd:
                 ts = last_ts
             elif bsd is not None:
-                ts = sec_get(bsd)
-                if ts is None:
+                base: Any = minute_get(bsd[:12], miss)  # the regex took "Mmm dd hh:mm:ss"
+                sec = second_get(bsd[13:15])
+                if base is miss or sec is None:
                     ts = self._time.bsd(bsd)
+                else:
+                    ts = None if base is None else base + sec
                 last_bsd, last_ts = bsd, ts
             else:
                 ts = self._time.iso(iso)
-            fast += 1
             append(
                 _NEW(
-                    LoginEvent,
-                    (
-                        kind,
-                        service,
-                        user,
-                        address,
-                        method,
-                        ts,
-                        pattern_id,
-                        int(port) if port else None,
-                        counting,
-                    ),
+                    LoginEvent, (kind, service, user, address, method, ts, pattern_id, ports[port], counting)
                 )
             )
-        self._events += fast
+        self._events += len(out) - slow
+        self._skipped += skipped
+        self._unmatched += unmatched
         return out
 
-    def _classified(self, entry: tuple[object, ...] | None, line: str) -> LoginEvent | None:
-        """A line the one-line regex matched without a plain pattern: count it, or take the slow path."""
-        if entry == ("skipped",):
-            self._skipped += 1
-        elif entry == ("unmatched",) and not line.endswith(("\r\n", "\r")):
-            self._unmatched += 1
-        else:  # a special pattern, a CR line ($ does not skip it), or no group of the pattern took part
-            return self._parse_slow(line)
-        return None
+    def parse_many(self, lines: Iterable[str]) -> list[LoginEvent]:
+        """The events of ``lines`` (each one line, with or without its line ending), in order."""
+        batch = lines if isinstance(lines, list) else list(lines)
+        if not batch:
+            return []
+        text = "\n".join(batch) + "\n"  # every line ends with its newline: an empty last line counts
+        if text.count("\n") == len(batch):
+            return self.parse_text(text)
+        # some lines bring their own newline: join them as they are, but a line with a newline inside
+        # is one line for the caller, so it goes the reference path whole
+        out: list[LoginEvent] = []
+        run: list[str] = []
+        for line in batch:
+            if "\n" not in line.rstrip("\r\n"):
+                run.append(line.rstrip("\r\n"))
+                continue
+            out += self.parse_text("\n".join(run) + "\n") if run else []
+            run = []
+            event = self._parse_slow(line)
+            if event is not None:
+                out.append(event)
+        if run:
+            out += self.parse_text("\n".join(run) + "\n")
+        return out
 
     def parse_line(self, line: str) -> LoginEvent | None:
         """The event of one log line, or None."""
@@ -451,6 +513,13 @@ class LogParser:
             int(port) if port else None,
             counting,
         )
+
+    def _port(self, text: str | None) -> int | None:
+        if len(self._port_cache) >= CACHE_LIMIT:
+            self._port_cache.clear()
+            self._port_cache[None] = None
+        number = self._port_cache[text] = int(text) if text else None
+        return number
 
     def _normalise(self, raw: str | None) -> str | None:
         if len(self._addr_cache) >= CACHE_LIMIT:

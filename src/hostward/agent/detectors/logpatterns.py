@@ -223,6 +223,10 @@ def _load_pattern(path: Path, service: str, index: int, raw: Any) -> PatternSpec
         raise PatternError(f"{where}: use (?:...) for unnamed groups")
     if "(?P=" in regex:
         raise PatternError(f"{where}: back-references are not supported")
+    try:
+        re.compile(single_line_regex(regex))
+    except (ValueError, re.error) as exc:
+        raise PatternError(f"{where}: {exc}") from exc
     samples = tuple(_load_sample(where, i, s) for i, s in enumerate(raw.get("samples") or ()))
     negative = raw.get("negative") or []
     if not isinstance(negative, list) or not all(isinstance(n, str) for n in negative):
@@ -252,6 +256,56 @@ def _load_sample(where: str, index: int, raw: Any) -> Sample:
         raise PatternError(f"{where}: samples[{index}] needs line and expect")
     hint = raw.get("hint")
     return Sample(line=raw["line"], expect=dict(raw["expect"]), hint=str(hint) if hint else None)
+
+
+_NEWLINE_ESCAPES = ("\\n", "\\x", "\\u", "\\U", "\\N", "\\0", "\\r")
+_OUTSIDE_CLASS = {"\\s": r"[^\S\n]", "\\W": r"[^\w\n]", "\\D": r"[^\d\n]"}
+_DOTALL = re.compile(r"\(\?[aiLmux]*s")
+
+
+def single_line_regex(regex: str) -> str:
+    """``regex`` rewritten so that no part of it can match a newline, with the same meaning on a line.
+
+    The parser runs the patterns over a whole chunk of lines at once (``re.MULTILINE``), where ``\\s``,
+    ``\\W``, ``\\D`` and negated classes such as ``[^"]`` would otherwise run on into the next line.
+    ``ValueError`` for what cannot be made line-bound: an explicit newline or DOTALL.
+    """
+    if _DOTALL.search(regex):
+        raise ValueError("the s (DOTALL) flag is not allowed: a pattern matches within one line")
+    out: list[str] = []
+    i, n = 0, len(regex)
+    while i < n:
+        ch = regex[i]
+        if ch == "\\":
+            esc = regex[i : i + 2]
+            if esc in _NEWLINE_ESCAPES:
+                raise ValueError(f"{esc} is not allowed: a pattern matches within one line")
+            out.append(_OUTSIDE_CLASS.get(esc, esc))
+            i += 2
+        elif ch == "[":
+            j = i + 1
+            negated = regex.startswith("^", j)
+            j += negated
+            if regex.startswith("]", j):
+                j += 1  # a ] right after [ or [^ is a literal
+            while j < n and regex[j] != "]":
+                j += 2 if regex[j] == "\\" else 1
+            if j >= n:
+                raise ValueError("unterminated character class")
+            body = regex[i + 1 + negated : j]
+            if any(e in body for e in _NEWLINE_ESCAPES):
+                raise ValueError("a newline in a character class is not allowed")
+            if negated:
+                out.append("[^" + body + "\\n]")
+            elif any(e in body for e in ("\\s", "\\W", "\\D")) or re.search(r"[^\\]-.", body):
+                out.append("(?:(?!\\n)[" + body + "])")
+            else:
+                out.append("[" + body + "]")
+            i = j + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def prefixed_regex(pattern: PatternSpec, prefix: str) -> str:

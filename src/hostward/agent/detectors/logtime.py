@@ -15,6 +15,8 @@ _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "
 MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 CACHE_LIMIT = 65_536
 FUTURE_SLACK_S = 7 * 86_400
+SECONDS = {f"{n:02d}": n for n in range(61)}
+_MISS = object()
 
 
 class LogClock:
@@ -26,6 +28,7 @@ class LogClock:
         # public so that the parser's hot loop can look up a syslog timestamp without a method call
         self.sec_cache: dict[str, float | None] = {}
         self._hour_cache: dict[str, float | None] = {}
+        self.minute_cache: dict[str, float | None] = {}  # "Nov 24 13:57" -> epoch of that minute
         self._text_cache: dict[str, float | None] = {}
 
     def _local_epoch(
@@ -54,22 +57,40 @@ class LogClock:
         if len(self.sec_cache) >= CACHE_LIMIT:
             self.sec_cache.clear()
             self._hour_cache.clear()
+            self.minute_cache.clear()
         value: float | None = None
-        hour_key = text[:9]
         try:
-            if hour_key in self._hour_cache:
-                base = self._hour_cache[hour_key]
-            else:
-                hour = int(text[7:9])
-                base = self.infer(MONTHS[text[:3]], int(text[4:6]), hour) if hour < 24 else None
-                self._hour_cache[hour_key] = base
-            minute, sec = int(text[10:12]), int(text[13:15])
-            if base is not None and text[9] == ":" and text[12] == ":" and minute < 60 and sec < 61:
-                value = base + minute * 60 + sec
-        except (ValueError, KeyError, IndexError):
+            base = self.minute_cache.get(text[:12], _MISS)
+            if base is _MISS:
+                base = self._minute(text)
+            sec = SECONDS.get(text[13:15])
+            if sec is None:
+                sec = int(text[13:15])
+            if base is not None and text[12] == ":" and sec < 61:
+                value = base + sec  # type: ignore[operator]
+        except (ValueError, IndexError):
             value = None
         self.sec_cache[text] = value
         return value
+
+    def _minute(self, text: str) -> float | None:
+        """Epoch of the minute ``Nov 24 13:57`` (cached per minute, the hour's inference per hour)."""
+        base: float | None = None
+        hour_key = text[:9]
+        try:
+            if hour_key in self._hour_cache:
+                hour_base = self._hour_cache[hour_key]
+            else:
+                hour = int(text[7:9])
+                hour_base = self.infer(MONTHS[text[:3]], int(text[4:6]), hour) if hour < 24 else None
+                self._hour_cache[hour_key] = hour_base
+            minute = int(text[10:12])
+            if hour_base is not None and text[9] == ":" and minute < 60:
+                base = hour_base + minute * 60
+        except (ValueError, KeyError, IndexError):
+            base = None
+        self.minute_cache[text[:12]] = base
+        return base
 
     def iso(self, text: str) -> float | None:
         """RFC 3339 / ISO 8601 (``2025-11-24T13:57:44.123456+01:00``; no offset = ``tz``) -> epoch."""

@@ -59,9 +59,8 @@ def diff_setid(before: dict[str, SetidEntry], after: dict[str, SetidEntry]) -> l
             out.append((cur, "new"))
         elif cur.bits & ~old.bits:
             out.append((cur, "bits_added"))
-        elif (cur.dev, cur.ino) != (old.dev, old.ino) or (
-            cur.sha256 and old.sha256 and cur.sha256 != old.sha256
-        ):
+        elif cur.ino != old.ino or (cur.sha256 and old.sha256 and cur.sha256 != old.sha256):
+            # not the device number: it may differ after a reboot (the baseline is kept across restarts)
             out.append((cur, "replaced"))
     return out
 
@@ -132,4 +131,4 @@ class FilePrivilegeEscalationDetector:
         return self.gate.health(self.name, dict(self.counters))
 
     def stop(self) -> None:
-        """Nothing to release: the runtime persists the baseline."""
+        """Nothing to release: the owner persists the baseline (``agent.threatstate``)."""

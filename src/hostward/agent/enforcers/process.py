@@ -93,6 +93,15 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
+def _is_zombie(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
 def _is_kernel_thread(proc: psutil.Process) -> bool:
     try:
         return proc.pid == 2 or proc.ppid() == 2
@@ -190,6 +199,8 @@ class ProcessKiller:
                     failed[proc.pid] = f"{type(exc).__name__}: {exc}"
             _, alive = psutil.wait_procs([p for p in order if p.pid in killed], timeout=timeout)
             for proc in alive:
+                if _is_zombie(proc):
+                    continue  # dead, waiting for its parent to reap it
                 failed[proc.pid] = "still alive after SIGKILL"
                 killed.remove(proc.pid)
             result = KillResult(pid, exe, cmdline, killed, gone, failed, self.clock.now(), new_id())

@@ -9,10 +9,11 @@ flags, xattrs, target, error.
 from __future__ import annotations
 
 import grp
+import math
 import pwd
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
@@ -125,7 +126,15 @@ class Change:
         return bool(rest)
 
     def with_(self, **values: Any) -> Change:
-        return replace(self, **values)
+        if not values.keys() <= _CHANGE_FIELDS:
+            return replace(self, **values)  # raises the usual TypeError
+        # ``replace`` re-runs ``__init__`` through keyword arguments: too slow for thousands of changes.
+        clone = object.__new__(Change)
+        clone.__dict__.update(self.__dict__, **values)
+        return clone
+
+
+_CHANGE_FIELDS = frozenset(f.name for f in fields(Change))
 
 
 def compare(old: Row, new: Row) -> tuple[str, ...]:
@@ -203,8 +212,26 @@ def _group(gid: int) -> str:
         return ""
 
 
+@lru_cache(maxsize=4096)
+def _ts_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")[:-6]
+
+
 def _ts(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds")
+    """``datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds")``, cheaper.
+
+    A report holds two times per entry and most share their second: the date part is cached, the
+    microseconds are rounded the way ``fromtimestamp`` rounds them (half to even, of the float).
+    """
+    fraction, whole = math.modf(ns / 1e9)
+    us = round(fraction * 1e6)
+    if us >= 1_000_000:
+        whole += 1.0
+        us -= 1_000_000
+    elif us < 0:
+        whole -= 1.0
+        us += 1_000_000
+    return f"{_ts_seconds(int(whole))}.{us:06d}+00:00"
 
 
 def flags_text(flags: int | None) -> str:
@@ -239,35 +266,26 @@ def type_name(mode: int) -> str:
     return "unknown"
 
 
+_ATTR_VALUE: dict[str, Callable[[Entry], Any]] = {
+    "type": lambda e: type_name(e.mode),
+    "mode": lambda e: f"{stat.S_IMODE(e.mode):04o}",
+    "uid": lambda e: {"id": e.uid, "name": _user(e.uid)},
+    "gid": lambda e: {"id": e.gid, "name": _group(e.gid)},
+    "size": lambda e: e.size,
+    "inode": lambda e: e.ino,
+    "mtime": lambda e: _ts(e.mtime_ns),
+    "ctime": lambda e: _ts(e.ctime_ns),
+    "sha256": lambda e: e.sha256.hex() if e.sha256 is not None else None,
+    "flags": lambda e: flags_text(e.flags),
+    "xattrs": lambda e: _xattr_text(e.xattrs),
+    "target": lambda e: display_path(e.target) if e.target is not None else None,
+    "error": lambda e: e.error,
+}
+
+
 def attr_value(entry: Entry, attr: str) -> Any:
     """One attribute of ``entry`` in its reported (JSON-friendly) form."""
-    if attr == "type":
-        return type_name(entry.mode)
-    if attr == "mode":
-        return f"{stat.S_IMODE(entry.mode):04o}"
-    if attr == "uid":
-        return {"id": entry.uid, "name": _user(entry.uid)}
-    if attr == "gid":
-        return {"id": entry.gid, "name": _group(entry.gid)}
-    if attr == "size":
-        return entry.size
-    if attr == "inode":
-        return entry.ino
-    if attr == "mtime":
-        return _ts(entry.mtime_ns)
-    if attr == "ctime":
-        return _ts(entry.ctime_ns)
-    if attr == "sha256":
-        return entry.sha256.hex() if entry.sha256 is not None else None
-    if attr == "flags":
-        return flags_text(entry.flags)
-    if attr == "xattrs":
-        return _xattr_text(entry.xattrs)
-    if attr == "target":
-        return display_path(entry.target) if entry.target is not None else None
-    if attr == "error":
-        return entry.error
-    raise KeyError(attr)
+    return _ATTR_VALUE[attr](entry)
 
 
 ALL_ATTRS = (
@@ -290,8 +308,8 @@ ALL_ATTRS = (
 def entry_dict(entry: Entry) -> dict[str, Any]:
     """Every attribute of ``entry`` (None-valued ones left out)."""
     out: dict[str, Any] = {}
-    for attr in ALL_ATTRS:
-        value = attr_value(entry, attr)
+    for attr, value_of in _ATTR_VALUE.items():
+        value = value_of(entry)
         if value is not None and value != {}:
             out[attr] = value
     return out

@@ -76,8 +76,11 @@ class FimEngine:
         self._deferred: dict[bytes, float] = {}
         self._processes: dict[bytes, ProcessInfo] = {}
         self._baselined = store.baselined_roots()
-        self._entries = store.count()
-        self._unreadable = store.count_errors()
+        # Two table scans: a one-shot CLI run (forking scanner) never asks for health, so it skips them.
+        self._entries: int | None = None
+        self._unreadable: int | None = None
+        if not self.scanner.processes:
+            self._count_entries()
         self.last_stats: ScanStats | None = None
         self.counters: dict[str, int] = {"checks": 0, "changes": 0, "package_updates": 0, "deferred": 0}
         self.set_roots(store.roots() if roots is None else roots)
@@ -96,10 +99,14 @@ class FimEngine:
         scanner = scanner or Scanner()
         rootset = RootSet(roots)
         with BaselineWriter(db, rootset.roots) as writer:
-            result = scanner.scan(rootset.roots, all_roots=rootset, cancel=cancel, sink=writer.add)
+            if scanner.forks_for(rootset.roots):
+                result = scanner.record_into(rootset.roots, writer, all_roots=rootset, cancel=cancel)
+            else:
+                result = scanner.scan(rootset.roots, all_roots=rootset, cancel=cancel, sink=writer.add)
             store = writer.finish(result.racy)
         engine = cls(store, rootset.roots, scanner=scanner, packages=packages)
         engine.last_stats = result.stats
+        engine._entries, engine._unreadable = result.stats.entries, result.stats.errors
         return engine, result.stats
 
     # ---- configuration --------------------------------------------------------------------------
@@ -158,6 +165,13 @@ class FimEngine:
                 previous = self.store.load()
                 result = self.scanner.scan(rootset.roots, all_roots=rootset, cancel=cancel)
                 deletes = [p for p in previous if p not in result.rows]
+            elif self.scanner.forks_for(rootset.roots):
+                # Quick, in forked children that read the recorded keys of their subtrees themselves.
+                result = self.scanner.check_against(
+                    rootset.roots, self.store, all_roots=rootset, racy=racy, cancel=cancel
+                )
+                deletes = list(result.missing)
+                previous = self.store.get_many([*result.rows, *deletes])
             else:
                 # Quick: compare stat keys; full rows are read only for the paths that moved.
                 keys = self.store.load_keys()
@@ -185,7 +199,8 @@ class FimEngine:
                     drop_roots=[p for p in self._baselined if p not in rootset],
                 )
                 self._baselined = {r.path for r in rootset}
-                self._unreadable = self.store.count_errors()
+                if self._unreadable is not None:
+                    self._unreadable = self.store.count_errors()
             self.counters["checks"] += 1
             self._count(changes)
             self.last_stats = result.stats
@@ -302,7 +317,8 @@ class FimEngine:
             deletes = [p for p in deletes if p not in deferred]
         self.store.apply(upserts, deletes, racy_drop=old_racy - new_racy, racy_add=new_racy - old_racy, **kw)
         # ``previous`` holds every recorded path among these rows: the rest are new entries.
-        self._entries += sum(1 for r in upserts if r[P_PATH] not in previous) - len(deletes)
+        if self._entries is not None:
+            self._entries += sum(1 for r in upserts if r[P_PATH] not in previous) - len(deletes)
 
     def _count(self, changes: list[Change]) -> None:
         self.counters["changes"] += len(changes)
@@ -402,8 +418,17 @@ class FimEngine:
         self.counters["deferred"] += len(deferred)
         return kept, deferred
 
+    def _count_entries(self) -> None:
+        self._entries = self.store.count()
+        self._unreadable = self.store.count_errors()
+
     def health(self) -> FimHealth:
         """Counters and reasons; never waits for a running check (reads only values kept in memory)."""
+        if self._entries is None and self._lock.acquire(blocking=False):
+            try:
+                self._count_entries()
+            finally:
+                self._lock.release()
         reasons: list[str] = []
         baselined = self._baselined
         missing = sum(1 for r in self.rootset if r.path not in baselined)
@@ -414,10 +439,10 @@ class FimEngine:
             reasons.append(f"{deferred} changes deferred while the package manager runs")
         counters = dict(self.counters)
         counters.update(
-            entries=self._entries,
+            entries=self._entries or 0,
             roots=len(self.rootset),
             roots_pending=missing,
-            unreadable=self._unreadable,
+            unreadable=self._unreadable or 0,
             deferred_now=deferred,
         )
         return FimHealth("running", reasons, counters)

@@ -19,6 +19,7 @@ FS_IMMUTABLE_FL = 0x10
 FS_APPEND_FL = 0x20
 TRACKED_FLAGS = FS_IMMUTABLE_FL | FS_APPEND_FL
 
+CHUNK = 1024 * 1024  # read buffer for large files
 RACY_NS = 2_000_000_000  # entries changed this close to their scan are rehashed on the next quick check
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FS_ENCODING = sys.getfilesystemencoding()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -32,6 +33,10 @@ from typing import Literal, Protocol
 # Directories a merged-/usr system reaches through /bin -> usr/bin and friends; dpkg may record either.
 _USRMERGE = (b"bin", b"sbin", b"lib", b"lib32", b"lib64", b"libx32")
 DROPPED_TTL_S = 3600.0
+CACHE_VERSION = 1
+# The cache is written only when the database has been still this long: file times are coarse, and a
+# dpkg run in the same clock tick as the one before it would otherwise leave the key unchanged.
+CACHE_SETTLE_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,12 @@ class DpkgIndex:
     manager: Literal["dpkg", "rpm"] = "dpkg"
 
     def __init__(
-        self, db_root: Path | str = "/", fs_root: bytes = b"/", *, clock: Callable[[], float] = time.monotonic
+        self,
+        db_root: Path | str = "/",
+        fs_root: bytes = b"/",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cache_file: Path | str | None = None,
     ) -> None:
         self.db_root = Path(db_root)
         self.info_dir = self.db_root / "var/lib/dpkg/info"
@@ -123,6 +133,10 @@ class DpkgIndex:
         self._interest: tuple[bytes, ...] | None = None
         self._needle: re.Pattern[bytes] | None = None
         self.refreshed = False
+        # A one-shot process (``hostward fim check``) would re-read every md5sums file each run; the
+        # index it builds (filtered to the interest) is kept here, valid while the database is unchanged.
+        self.cache_file = Path(cache_file) if cache_file is not None else None
+        self.cache_used = False
 
     def set_interest(self, paths: list[bytes] | None) -> None:
         """Index only package paths under these monitored paths (None: everything).
@@ -159,22 +173,99 @@ class DpkgIndex:
 
     def refresh(self) -> None:
         """Bring the index up to date (cheap when nothing changed: one stat of the info directory)."""
+        started = time.time_ns()
         try:
             info_mtime = self.info_dir.stat().st_mtime_ns
         except OSError:
+            return
+        try:
+            status_mtime = self.status_file.stat().st_mtime_ns
+        except OSError:
+            status_mtime = -1
+        if not self._files and self._info_mtime == -1 and self._load_cache(info_mtime, status_mtime):
+            self.refreshed = True
             return
         changed = info_mtime != self._info_mtime
         if changed:
             self._refresh_md5sums()
             self._info_mtime = info_mtime
-        try:
-            status_mtime = self.status_file.stat().st_mtime_ns
-        except OSError:
-            status_mtime = -1
         if status_mtime != self._status_mtime:
             self._conffiles = self._read_conffiles()
             self._status_mtime = status_mtime
+            changed = True
+        if changed and max(info_mtime, status_mtime) < started - CACHE_SETTLE_NS:
+            self._save_cache()
         self.refreshed = True
+
+    # ---- the on-disk cache of the index ---------------------------------------------------------
+
+    def _cache_key(self, info_mtime: int, status_mtime: int) -> list[object]:
+        interest = None if self._interest is None else [r.hex() for r in self._interest]
+        return [
+            CACHE_VERSION,
+            os.fspath(self.db_root),
+            self.fs_root.hex(),
+            sorted(m.hex() for m in self._merged),
+            interest,
+            info_mtime,
+            status_mtime,
+        ]
+
+    def _load_cache(self, info_mtime: int, status_mtime: int) -> bool:
+        """Take the index from the cache file when it was built from this very database state."""
+        if self.cache_file is None:
+            return False
+        try:
+            data = json.loads(self.cache_file.read_bytes())
+            if data["key"] != self._cache_key(info_mtime, status_mtime):
+                return False
+            files: dict[str, tuple[int, list[bytes]]] = {}
+            index: dict[bytes, tuple[str, str]] = {}
+            for name, (mtime, package, entries) in data["files"].items():
+                paths = []
+                for rel, digest in entries:
+                    path = bytes.fromhex(rel)
+                    index[path] = (package, digest)
+                    paths.append(path)
+                files[name] = (int(mtime), paths)
+            conffiles = {bytes.fromhex(p): (pkg, digest) for p, pkg, digest in data["conffiles"]}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False  # missing, unreadable, damaged or from another version: rebuild it
+        self._files, self._index, self._conffiles = files, index, conffiles
+        self._info_mtime, self._status_mtime = info_mtime, status_mtime
+        self._dropped.clear()
+        self.cache_used = True
+        return True
+
+    def _save_cache(self) -> None:
+        if self.cache_file is None:
+            return
+        index = self._index
+        files: dict[str, list[object]] = {}
+        for name, (mtime, paths) in self._files.items():
+            package = name[: -len(".md5sums")].split(":", 1)[0]
+            # The last file read wins in the index when two packages list a path: keep that answer.
+            entries = [[p.hex(), index[p][1]] for p in paths if index.get(p, ("",))[0] == package]
+            files[name] = [mtime, package, entries]
+        data = {
+            "key": self._cache_key(self._info_mtime, self._status_mtime),
+            "files": files,
+            "conffiles": [[p.hex(), pkg, digest] for p, (pkg, digest) in self._conffiles.items()],
+        }
+        tmp = self.cache_file.with_name(self.cache_file.name + f".{os.getpid()}.tmp")
+        try:
+            # O_EXCL | O_NOFOLLOW: never written through a link someone left in a shared directory.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(tmp, self.cache_file)
+        except FileExistsError:
+            return  # not ours: leave it
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
     def _refresh_md5sums(self) -> None:
         seen: set[str] = set()
@@ -236,6 +327,7 @@ class DpkgIndex:
 
     def _read_conffiles(self) -> dict[bytes, tuple[str, str]]:
         out: dict[bytes, tuple[str, str]] = {}
+        interest = self._interest  # like the md5sums: only paths under the monitored ones
         try:
             data = self.status_file.read_bytes()
         except OSError:
@@ -253,7 +345,11 @@ class DpkgIndex:
                     in_conf = True
                 elif in_conf and line.startswith(b" "):
                     parts = line.split()
-                    if len(parts) >= 2 and len(parts[1]) == 32:
+                    if (
+                        len(parts) >= 2
+                        and len(parts[1]) == 32
+                        and (interest is None or parts[0][1:].startswith(interest))
+                    ):
                         out[parts[0]] = (package, parts[1].decode("ascii"))
                 else:
                     in_conf = False
@@ -376,10 +472,13 @@ class RpmIndex:
         )
 
 
-def system_index() -> PackageIndex | None:
-    """The package database of this host (dpkg first), or None when there is none."""
+def system_index(cache_file: Path | str | None = None) -> PackageIndex | None:
+    """The package database of this host (dpkg first), or None when there is none.
+
+    ``cache_file``: where a dpkg index may keep what it read between processes (see ``DpkgIndex``).
+    """
     if DpkgIndex.available():
-        return DpkgIndex()
+        return DpkgIndex(cache_file=cache_file)
     if RpmIndex.available():
         return RpmIndex()
     return None

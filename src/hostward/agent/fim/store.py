@@ -9,7 +9,9 @@ Schema (``PRAGMA user_version`` = 2):
 - ``meta``     key/value (created_at, updated_at in ns)
 
 A new baseline is written into a temporary file with journaling off and renamed over the old one, so a
-crash leaves the previous baseline intact; updates after a check are one transaction in WAL mode.
+crash leaves the previous baseline intact; updates after a check are one transaction in WAL mode. Forked
+scans (the CLI) write part files beside it (``write_part``: the same columns, no index) that the writer
+merges in SQL, and read the recorded keys of a subtree from a connection of their own (``keys_reader``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from hostward.agent.errors import AgentError
 from hostward.agent.fim.config import WatchRoot
-from hostward.agent.fim.model import Row, stat_key, unpack_stat_key
+from hostward.agent.fim.model import KEY, Row, stat_key, unpack_stat_key
 
 SCHEMA_VERSION = 2
 # The seven stat fields live in one packed BLOB (``scan.stat_key``): a quick check loads just that per
@@ -65,6 +68,78 @@ def _prefix_bounds(path: bytes) -> tuple[bytes, bytes]:
     return base + b"/", base + b"0"
 
 
+# A part file keeps the usual row (no xattrs, no target, no error) in three columns: ``v`` is the stat key
+# followed by the digest, if any. Binding three values instead of seven makes writing a part about half
+# as expensive; ``merge_part`` splits ``v`` again in SQL. Other rows go to ``rest`` as they are stored.
+_PART_SCHEMA = (
+    "CREATE TABLE plain (path BLOB, v BLOB, flags INTEGER)",
+    "CREATE TABLE rest (path BLOB, statkey BLOB, sha256 BLOB, flags INTEGER, xattrs BLOB, target BLOB, "
+    "error TEXT)",
+)
+_KEY_LEN = KEY.size
+_MERGE = (
+    f"INSERT OR REPLACE INTO entries ({_COLUMNS}) "
+    f"SELECT path, substr(v, 1, {_KEY_LEN}), CASE WHEN length(v) > {_KEY_LEN} THEN substr(v, {_KEY_LEN + 1}) "
+    f"END, flags, NULL, NULL, NULL FROM part.plain UNION ALL SELECT {_COLUMNS} FROM part.rest"
+)
+
+
+def part_prefix(owner: int) -> str:
+    """File name prefix of the part files written for the scan run by process ``owner``."""
+    return f".fim-part.{owner}."
+
+
+def write_part(directory: str, rows: list[Row], owner: int) -> str:
+    """Write ``rows`` to a new part file in ``directory`` (forked scans); returns its path."""
+    pack = KEY.pack
+    plain = []
+    rest = []
+    for r in rows:
+        if r[10] is None and r[11] is None and r[12] is None:
+            key = pack(r[5], r[4], r[6], r[7], r[1], r[2], r[3])
+            plain.append((r[0], key if r[8] is None else key + r[8], r[9]))
+        else:
+            rest.append(r)
+    fd, part = tempfile.mkstemp(prefix=part_prefix(owner), suffix=".tmp", dir=directory)
+    os.close(fd)
+    conn = sqlite3.connect(part, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("BEGIN")
+        for sql in _PART_SCHEMA:
+            conn.execute(sql)
+        conn.executemany("INSERT INTO plain VALUES (?, ?, ?)", plain)
+        conn.executemany("INSERT INTO rest VALUES (?, ?, ?, ?, ?, ?, ?)", _stored(rest))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        os.unlink(part)
+        raise
+    conn.close()
+    return part
+
+
+def keys_reader(path: Path | str) -> Callable[[bytes], dict[bytes, bytes]]:
+    """For a forked child: ``keys_under(directory)`` -> {path: stat key} of the directory and everything
+    below it, read through a read-only connection the child opens on first use (never one made before
+    the fork)."""
+    uri = f"file:{quote(os.fspath(path))}?mode=ro"
+    conn: list[sqlite3.Connection] = []
+
+    def keys_under(directory: bytes) -> dict[bytes, bytes]:
+        if not conn:
+            conn.append(sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10.0))
+        lo, hi = _prefix_bounds(directory)
+        cur = conn[0].execute(
+            "SELECT path, statkey FROM entries WHERE path = ? OR (path >= ? AND path < ?)",
+            (directory, lo, hi),
+        )
+        return dict(cur)
+
+    return keys_under
+
+
 def _connect(path: Path | str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0, isolation_level=None)
     conn.execute("PRAGMA busy_timeout=10000")
@@ -82,10 +157,12 @@ class BaselineWriter:
         os.close(fd)
         os.chmod(tmp, 0o600)
         self.tmp = tmp
+        self.part_dir = str(self.directory)
         self._conn: sqlite3.Connection | None = _connect(tmp)
         conn = self._conn
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: merged parts do not push pages out again
         conn.execute("BEGIN")
         for sql in _SCHEMA:
             conn.execute(sql)
@@ -95,6 +172,20 @@ class BaselineWriter:
         # sqlite3 releases the GIL while it inserts, so this overlaps with the hashing threads.
         assert self._conn is not None
         self._conn.executemany(_INSERT, _stored(rows))
+
+    def merge_part(self, part: str) -> None:
+        """Copy the rows of a part file (``write_part``) into the new baseline, in SQL."""
+        conn = self._conn
+        assert conn is not None
+        # ATTACH may happen inside the transaction, DETACH may not: commit around it (journaling is off,
+        # so a commit only hands the written pages to the OS).
+        conn.execute("ATTACH DATABASE ? AS part", (part,))
+        try:
+            conn.execute(_MERGE)
+        finally:
+            conn.execute("COMMIT")
+            conn.execute("DETACH DATABASE part")
+            conn.execute("BEGIN")
 
     def finish(self, racy: Iterable[bytes]) -> BaselineStore:
         conn = self._conn
@@ -208,6 +299,34 @@ class BaselineStore:
             q = f"{_SELECT} WHERE path IN ({','.join('?' * len(chunk))})"
             out.update((r[0], _row(r)) for r in self._conn.execute(q, chunk))
         return out
+
+    def key(self, path: bytes) -> bytes | None:
+        """The recorded stat key of ``path`` (None when not recorded)."""
+        found = self._conn.execute("SELECT statkey FROM entries WHERE path = ?", (path,)).fetchone()
+        return None if found is None else bytes(found[0])
+
+    def paths_outside(self, subtrees: list[bytes]) -> set[bytes]:
+        """Recorded paths that are neither one of ``subtrees`` nor below one (one range query per gap)."""
+        spans: list[tuple[bytes, bytes]] = []
+        for d in subtrees:
+            lo, hi = _prefix_bounds(d)
+            spans += [(d, d + b"\0"), (lo, hi)]
+        spans.sort()
+        out: set[bytes] = set()
+        q = self._conn.execute
+        gap_from = b""  # the empty string sorts first: the first gap starts at the beginning
+        for lo, hi in spans:
+            if lo > gap_from:
+                out.update(
+                    r[0] for r in q("SELECT path FROM entries WHERE path >= ? AND path < ?", (gap_from, lo))
+                )
+            gap_from = max(gap_from, hi)
+        out.update(r[0] for r in q("SELECT path FROM entries WHERE path >= ?", (gap_from,)))
+        return out
+
+    def reader(self) -> Callable[[bytes], dict[bytes, bytes]]:
+        """``keys_reader`` for this baseline file (forked quick checks)."""
+        return keys_reader(self.path)
 
     def get(self, path: bytes) -> Row | None:
         found = self._conn.execute(f"{_SELECT} WHERE path = ?", (path,)).fetchone()

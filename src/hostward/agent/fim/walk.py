@@ -1,14 +1,13 @@
-"""Walking the monitored trees for a scan: in threads of this process, or in forked worker processes.
+"""Walking the monitored trees for a scan.
 
 ``Walk`` holds one scan's state (what was recorded, what is unchanged, batches handed to the hashing
 workers) and lists one directory at a time (``directory``). ``threaded`` walks with several threads and
-hashes in the scanner's thread pool; ``forked`` lists the top of each tree here and shares the subtrees
-out to forked workers that walk and hash them (see ``Scanner``).
+hashes in the scanner's thread pool; ``forked`` (its own module) shares subtrees out to child processes,
+whose walks hash each file as it is listed (``Walk.inline``).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import stat
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Set
 from typing import TYPE_CHECKING
 
 from hostward.agent.fim.config import RootSet, WatchRoot
-from hostward.agent.fim.model import FS_ENCODING, FS_ERRORS, KEY, O_DIR, Row, ScanCancelled, ScanStats
+from hostward.agent.fim.model import CHUNK, FS_ENCODING, FS_ERRORS, KEY, O_DIR, Row, ScanCancelled, ScanStats
 
 if TYPE_CHECKING:
     from hostward.agent.fim.scan import Scanner
@@ -35,95 +34,6 @@ def threaded(scanner: Scanner, walk: Walk, roots: list[WatchRoot]) -> Iterator[l
         yield list(walk.out.values())  # what the walk recorded itself: directories, symlinks, ...
         for result in walk.pending:
             yield result()
-
-
-def forked(scanner: Scanner, walk: Walk, roots: list[WatchRoot]) -> Iterator[list[Row]]:
-    """Split the trees into subtrees and walk + hash them in forked worker processes.
-
-    The top of each tree is listed here until there are enough subtrees to share out; the children
-    inherit the recorded keys (copy-on-write) and send back fresh rows and a bitmap of the recorded
-    paths they found unchanged (cheap to send, OR-ed here), not the paths themselves.
-    """
-    walk.submit = lambda batch: _done(scanner.hash_batch(batch))
-    units: list[tuple[int, bytes]] = []
-    for index, root in enumerate(roots):
-        try:
-            st = os.lstat(root.path)
-        except OSError:
-            continue
-        if not (stat.S_ISDIR(st.st_mode) and root.recursive):
-            walk.root(root)
-            continue
-        frontier = [root.path]
-        for _ in range(4):
-            if len(frontier) >= 8 * scanner.workers:
-                break
-            deeper: list[bytes] = []
-            for d in frontier:
-                walk.directory(root, d, deeper.append, walk.batch)
-            frontier = deeper
-        units += [(index, d) for d in frontier]
-    walk.flush()
-    yield list(walk.out.values())
-    for result in walk.pending:
-        yield result()
-    if not units:
-        return
-    global _forked_state
-    positions = walk.index_keys()
-    _forked_state = (scanner, walk.rootset, walk.keys, walk.racy, roots, positions)
-    try:
-        with multiprocessing.get_context("fork").Pool(min(scanner.workers, len(units))) as procs:
-            for rows, bitmap in procs.imap_unordered(_forked_walk, units):
-                if walk.cancel is not None and walk.cancel.is_set():
-                    raise ScanCancelled()
-                if bitmap:
-                    walk.seen_bits = (walk.seen_bits or 0) | int.from_bytes(bitmap, "little")
-                yield rows
-    finally:
-        _forked_state = None
-
-
-def _done(rows: list[Row]) -> Callable[[], list[Row]]:
-    return lambda: rows
-
-
-# What forked workers inherit, set just before the fork: (scanner, rootset, keys, racy, roots, position
-# of each recorded path in ``keys``).
-_ForkedState = tuple[
-    "Scanner",
-    RootSet,
-    "Mapping[bytes, bytes] | None",
-    "Set[bytes]",
-    "list[WatchRoot]",
-    "dict[bytes, int] | None",
-]
-_forked_state: _ForkedState | None = None
-
-
-def _forked_walk(unit: tuple[int, bytes]) -> tuple[list[Row], bytes]:
-    """In a forked worker: walk and hash one subtree; fresh rows and a bitmap of the unchanged paths."""
-    assert _forked_state is not None
-    scanner, rootset, keys, racy, roots, index = _forked_state
-    walk = Walk(scanner, rootset, keys, racy, None)
-    walk.submit = lambda batch: _done(scanner.hash_batch(batch))
-    root = roots[unit[0]]
-    stack = [unit[1]]
-    batch: list[bytes] = []
-    while stack:
-        walk.directory(root, stack.pop(), stack.append, batch)
-    walk.flush_batch(batch)
-    rows = list(walk.out.values())
-    for result in walk.pending:
-        rows += result()
-    bitmap = b""
-    if index is not None and walk.unchanged:
-        bits = bytearray((len(index) + 7) // 8)
-        for path in walk.unchanged:
-            i = index[path]
-            bits[i >> 3] |= 1 << (i & 7)
-        bitmap = bytes(bits)
-    return rows, bitmap
 
 
 class Walk:
@@ -150,6 +60,10 @@ class Walk:
         self.racy = racy
         self.seen_bits: int | None = None  # forked scans: bitmap over ``order`` of unchanged paths
         self.order: list[bytes] = []
+        # Hash each file as it is listed, opened relative to the directory's descriptor (one path
+        # component to resolve instead of the whole path): for single-threaded walks in forked children.
+        self.inline = False
+        self._buf: bytearray | None = None
 
     def index_keys(self) -> dict[bytes, int] | None:
         """Number the recorded paths (forked scans report unchanged paths as bits of this order)."""
@@ -300,6 +214,12 @@ class Walk:
         pack = KEY.pack
         racy = self.racy
         unchanged_add = self.unchanged.add
+        inline = self.inline
+        if inline:
+            if self._buf is None:
+                self._buf = bytearray(CHUNK)
+            buf = self._buf
+            scan_file = s._scan_file
         try:
             dfd = os.open(dpath, O_DIR)
         except OSError:
@@ -316,7 +236,8 @@ class Walk:
             prefix = dpath + b"/" if dpath != b"/" else b"/"
             with os.scandir(dfd) as it:
                 for e in it:
-                    path = prefix + e.name.encode(FS_ENCODING, FS_ERRORS)
+                    name = e.name.encode(FS_ENCODING, FS_ERRORS)
+                    path = prefix + name
                     if ignore and root.ignored(path):
                         continue
                     if nested and path in rootset:
@@ -346,6 +267,11 @@ class Walk:
                             ) and (not racy or path not in racy):
                                 unchanged_add(path)
                                 continue
+                        if inline:
+                            row = scan_file(path, buf, dfd, name)
+                            if row is not None:
+                                out[path] = row
+                            continue
                         batch.append(path)
                         if len(batch) >= BATCH:
                             self.flush_batch(batch)

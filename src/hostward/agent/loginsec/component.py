@@ -18,26 +18,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hostward.agent.collectors.logsources import LogSource, discover_sources, parse_log_source
 from hostward.agent.collectors.logtail import LogWatch
 from hostward.agent.commands import failed, succeeded
-from hostward.agent.detectors.bruteforce import SUCCESSFUL_LOGIN, BruteForceDetector, Verdict
-from hostward.agent.detectors.loginrules import BruteForceSettings, SafetyList
+from hostward.agent.detectors.bruteforce import BruteForceDetector, Verdict
+from hostward.agent.detectors.loginrules import SafetyList
 from hostward.agent.detectors.logparse import LoginEvent, LogParser
 from hostward.agent.enforcers.blockledger import BlockEntry, BlockLedger
-from hostward.agent.enforcers.firewall import Firewall, FirewallError, sshd_ports
+from hostward.agent.enforcers.firewall import Firewall, FirewallError
 from hostward.agent.loginsec import safety
-from hostward.core.ids import new_id
-from hostward.core.net import parse_address, parse_network
+from hostward.agent.loginsec.firewalls import FirewallFactory, default_firewall, installed_firewalls
+from hostward.agent.loginsec.policy import Desired, desired_from_bundle, user_whitelisted
+from hostward.agent.loginsec.reports import block_data, login_record, record
+from hostward.core.net import parse_network
 from hostward.wire import AlarmEvent, Command, CommandResult, DetectorHealth, PolicyBundle, RecordEvent
 
 if TYPE_CHECKING:
@@ -45,111 +44,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLICY_KEY = "login_security"
-BLOCKING_EDITIONS = ("enterprise", "premium", "wtp")
 POLL_TIMEOUT_S = 0.5
 VERIFY_INTERVAL_S = 2.0
 SAFETY_INTERVAL_S = 10.0
 NAME = "login_security"
 
-FirewallFactory = Callable[[BlockLedger], Firewall | None]
 Sink = Callable[[list[AlarmEvent | RecordEvent]], None]
-
-
-@dataclass(frozen=True)
-class Desired:
-    """What the policy bundle asks of login security."""
-
-    detect: bool = False  # protection on and the policy enabled
-    firewall: bool = False  # protection on with an edition that can block
-    block: bool = False  # block brute-force sources (firewall and the policy's option)
-    settings: BruteForceSettings = field(default_factory=BruteForceSettings)
-    whitelist: tuple[str, ...] = ()
-    user_whitelist: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    ssh_whitelist: tuple[str, ...] = ()
-    error: str = ""
-
-
-def desired_from_bundle(bundle: PolicyBundle | None) -> Desired:
-    """Translate the bundle; a bad setting keeps the defaults and is reported in ``error``."""
-    if bundle is None or not bundle.protection:
-        return Desired()
-    section: dict[str, Any] = dict(bundle.global_settings.get("login_security") or {})
-    policy = bundle.policies.get(POLICY_KEY)
-    detect = policy is not None and policy.enabled
-    values = dict(policy.settings) if policy is not None else {}
-    can_block = bundle.edition in BLOCKING_EDITIONS
-    error = ""
-    try:
-        settings = BruteForceSettings(
-            short_threshold=int(values.get("short_threshold", 5)),
-            short_window_s=int(values.get("short_window_s", 30)),
-            long_threshold=int(values.get("long_threshold", 15)),
-            long_window_s=int(values.get("long_window_s", 3600)),
-            lock_minutes=int(values.get("lock_minutes", 720)),
-            escalation_factor=2.0 if values.get("escalation", True) else 1.0,
-            ipv6_prefix=int(values.get("ipv6_prefix", 64)),
-            report_success=bool(values.get("report_successful_logins", False)),
-            block_attackers=can_block and bool(values.get("block_non_whitelisted", True)),
-            alarm_whitelisted=bool(values.get("alarm_on_whitelisted_brute_force", True)),
-        )
-    except (TypeError, ValueError) as exc:
-        error = f"policy {POLICY_KEY}: {exc}"
-        settings = BruteForceSettings(block_attackers=can_block)
-    users = tuple(
-        (str(e.get("user", "")), tuple(str(n) for n in e.get("networks", [])))
-        for e in section.get("login_whitelist_users", [])
-        if isinstance(e, dict)
-    )
-    return Desired(
-        detect=detect,
-        firewall=can_block,
-        block=detect and settings.block_attackers,
-        settings=settings,
-        whitelist=tuple(str(n) for n in section.get("login_whitelist", [])),
-        user_whitelist=users,
-        ssh_whitelist=tuple(str(n) for n in section.get("ssh_whitelist", [])),
-        error=error,
-    )
-
-
-def default_firewall(host_root: Path) -> FirewallFactory:
-    """nftables when ``nft`` works here, else iptables + ipset, else None (detect only)."""
-
-    def make(ledger: BlockLedger) -> Firewall | None:
-        ports = sshd_ports(host_root / "etc/ssh/sshd_config")
-        candidates: list[Firewall] = []
-        if shutil.which("nft"):
-            from hostward.agent.enforcers.nftables import NftEnforcer
-
-            candidates.append(NftEnforcer(ledger, ssh_ports=ports))
-        if shutil.which("iptables") and shutil.which("ipset"):
-            from hostward.agent.enforcers.iptables import IptablesEnforcer
-
-            candidates.append(IptablesEnforcer(ledger, ssh_ports=ports))
-        for firewall in candidates:
-            try:
-                firewall.ensure()
-                return firewall
-            except FirewallError as exc:
-                log.warning("%s unusable: %s", firewall.backend, exc)
-        return None
-
-    return make
-
-
-def installed_firewalls(ledger: BlockLedger) -> list[Firewall]:
-    """Both backends, unconfigured (for removing whatever an earlier run left behind)."""
-    out: list[Firewall] = []
-    if shutil.which("nft"):
-        from hostward.agent.enforcers.nftables import NftEnforcer
-
-        out.append(NftEnforcer(ledger))
-    if shutil.which("iptables") and shutil.which("ipset"):
-        from hostward.agent.enforcers.iptables import IptablesEnforcer
-
-        out.append(IptablesEnforcer(ledger))
-    return out
 
 
 class LoginSecurity:
@@ -236,7 +136,9 @@ class LoginSecurity:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the worker, store log positions; blocks stay in force (they survive a restart)."""
+        """Stop the worker, store log positions; blocks and an SSH whitelist stay in force (they survive
+        a restart). Rules made ready for blocking with nothing in them are removed: no rules of ours
+        stay behind on a host where there is nothing to enforce."""
         self._stop.set()
         watch = self.watch
         if watch is not None:
@@ -248,6 +150,19 @@ class LoginSecurity:
                 self.watch.close()
                 self.watch = None
             if self.ledger is not None:
+                firewall = self.firewall
+                if (
+                    firewall is not None
+                    and not self.desired.ssh_whitelist
+                    and not self.ledger.active(self.clock())
+                ):
+                    try:
+                        firewall.teardown()
+                    except FirewallError as exc:
+                        log.warning("removing the idle login security %s rules: %s", firewall.backend, exc)
+                    self.firewall = None
+                    self._firewall_tried = False
+                    self._applied = None
                 self.ledger.close()
                 self.ledger = None
 
@@ -305,8 +220,8 @@ class LoginSecurity:
             events: list[LoginEvent] = []
             for batch in batches:
                 parser = self.parsers[batch.source.key]
-                if batch.lines:
-                    events.extend(parser.parse_many(batch.lines))
+                if batch.text:
+                    events.extend(parser.parse_text(batch.text))
                 for entry in batch.entries:
                     event = parser.parse_message(entry.identifier, entry.message, entry.realtime)
                     if event is not None:
@@ -331,13 +246,13 @@ class LoginSecurity:
             for event in events:
                 self.counters["events"] += 1
                 if event.kind == "success" and event.address and desired.detect:
-                    out.append(self._login_record(event, now))
+                    out.append(login_record(event, now))
                 if desired.detect:
                     v = self.detector.feed(event, now)
                     verdict.blocks.extend(v.blocks)
                     verdict.alarms.extend(v.alarms)
             blocked = self._apply_blocks(verdict, now) if verdict.blocks else []
-        alarms = [a for a in verdict.alarms if not self._user_whitelisted(a, desired)]
+        alarms = [a for a in verdict.alarms if not user_whitelisted(a, desired)]
         out = [*blocked, *alarms, *out]
         if out:
             self.sink(out)
@@ -367,7 +282,7 @@ class LoginSecurity:
                 network = str(parse_network(b.network))
                 if network in applied:
                     self.counters["blocks_applied"] += 1
-                    records.append(_record("blocked_ip", now, _block_data(b, network)))
+                    records.append(record("blocked_ip", now, block_data(b, network)))
                     log.info(
                         "blocked %s (%s, %s) until %s", network, b.service, b.reason, b.until.isoformat()
                     )
@@ -381,37 +296,6 @@ class LoginSecurity:
                         alarm.evidence["blocked"] = False
                         alarm.evidence["block_error"] = errors[network][:500]
         return records
-
-    def _user_whitelisted(self, alarm: AlarmEvent, desired: Desired) -> bool:
-        """A successful-login alarm of a (user, IP) the login whitelist names is not raised."""
-        if alarm.event_class != SUCCESSFUL_LOGIN:
-            return False
-        try:
-            addr = parse_address(str(alarm.evidence.get("login_ip", "")))
-        except ValueError:
-            return False
-        user = alarm.evidence.get("username")
-        pairs = [(None, desired.whitelist), *desired.user_whitelist]
-        for wanted_user, networks in pairs:
-            if wanted_user and wanted_user != user:
-                continue
-            for text in networks:
-                net = parse_network(text)
-                if net.version == addr.version and addr in net:
-                    return True
-        return False
-
-    @staticmethod
-    def _login_record(event: LoginEvent, now: float) -> RecordEvent:
-        when = event.when or datetime.fromtimestamp(now, UTC)
-        data = {
-            "user": event.user or "",
-            "address": event.address,
-            "service": event.service,
-            "method": event.method or "",
-            "login_time": when.isoformat(),
-        }
-        return _record("login", now, data)
 
     # ---- policy, safety list, firewall -----------------------------------------------------------------
 
@@ -442,10 +326,13 @@ class LoginSecurity:
             if not desired.firewall:
                 self._lift_all("protection_off")
                 return
-            # Our table is created when there is something to enforce (an SSH whitelist, a block), so a
-            # host that was never attacked carries no rules of ours.
+            # Our table is created when there is something to enforce: an SSH whitelist, a block, or
+            # blocking switched on — then it is ready before the first attack, so that block is one
+            # `nft` call in the kernel within milliseconds (creating the table, restoring the ledger and
+            # writing the safety set on the way took ~150 ms, in which a 4-task hydra makes 15 guesses).
+            # With blocking off and no whitelist, a host carries no rules of ours.
             active = self.ledger is not None and bool(self.ledger.active(now))
-            if desired.ssh_whitelist or active or self.firewall is not None:
+            if desired.ssh_whitelist or desired.block or active or self.firewall is not None:
                 self._sync_firewall()
 
     def _sync_firewall(self) -> Firewall | None:
@@ -503,7 +390,7 @@ class LoginSecurity:
             data = [
                 {"action": "unblocked", "network": r.network, "service": r.service, "by": why} for r in active
             ]
-            self.sink([_record("blocked_ip", now, d) for d in data])
+            self.sink([record("blocked_ip", now, d) for d in data])
         firewalls = [self.firewall] if self.firewall is not None else []
         for firewall in firewalls or installed_firewalls(self.ledger):
             try:
@@ -536,7 +423,7 @@ class LoginSecurity:
                 row = ledger.get(network)
                 service = row.service if row is not None else ""
                 records.append(
-                    _record("blocked_ip", now, {"action": "expired", "network": network, "service": service})
+                    record("blocked_ip", now, {"action": "expired", "network": network, "service": service})
                 )
             self.counters["expired"] += len(expired)
         if records:
@@ -570,7 +457,7 @@ class LoginSecurity:
             "blocked_ip_id": str(command.payload.get("blocked_ip_id") or ""),
             "by": "manual",
         }
-        self.sink([_record("blocked_ip", now, data)])
+        self.sink([record("blocked_ip", now, data)])
         log.info(
             "unblocked %s in %.0f ms (command queued %.1f s ago)",
             network,
@@ -612,7 +499,7 @@ class LoginSecurity:
         if self.firewall is not None:
             notes = [f"enforcer {self.firewall.backend}"]
         elif desired.firewall and not self.enforcer_error:
-            notes = ["enforcer idle (rules are created at the first block)"]
+            notes = ["enforcer idle (rules are created when there is something to enforce)"]
         else:
             notes = ["enforcer none"]
         if desired.ssh_whitelist and desired.firewall:
@@ -632,19 +519,4 @@ class LoginSecurity:
         return DetectorHealth(name=NAME, status=status, reason=reason, counters=counters)
 
 
-def _block_data(b: Any, network: str) -> dict[str, Any]:
-    return {
-        "action": "blocked",
-        "network": network,
-        "address": b.address,
-        "service": b.service,
-        "until": b.until.isoformat(),
-        "reason": b.reason,
-        "attempts": b.attempts,
-        "users": list(b.users),
-        "times_blocked": b.times_blocked,
-    }
-
-
-def _record(topic: str, now: float, data: dict[str, Any]) -> RecordEvent:
-    return RecordEvent(key=new_id(), occurred_at=datetime.fromtimestamp(now, UTC), topic=topic, data=data)
+__all__ = ["Desired", "LoginSecurity", "desired_from_bundle", "installed_firewalls"]

@@ -16,6 +16,7 @@ import os
 import random
 import zipfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from hostward.agent.ransomware.policy import BAIT_ROTATE_S, RansomwarePolicy
@@ -23,6 +24,14 @@ from hostward.agent.wtp.backup import hash_file
 
 _WORDS = ("budget", "passwords", "backup", "payroll", "invoices", "contracts", "customers", "accounts")
 MAX_RANDOM_LOCATIONS = 5
+
+# Write access to one bait path: web tamper protection lifts its lock on the parent directory for the
+# write and stops treating the path as web content (``WtpGuard.place``); no-op without it.
+Access = Callable[[str], AbstractContextManager[object]]
+
+
+def _no_gate(_path: str) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 def _ooxml(kind: str, rng: random.Random) -> bytes:
@@ -140,8 +149,12 @@ def _random_locations(policy: RansomwarePolicy, rng: random.Random, limit: int) 
     return candidates[:limit]
 
 
-def plant(policy: RansomwarePolicy, rng: random.Random | None = None) -> list[Bait]:
-    """Write bait files: one of each type in every protected directory, one in a few random subdirs."""
+def plant(
+    policy: RansomwarePolicy, rng: random.Random | None = None, access: Access = _no_gate
+) -> list[Bait]:
+    """Write bait files: one of each type in every protected directory, one in a few random subdirs.
+
+    Each write goes through ``access(path)`` (see ``Access``)."""
     rng = rng or random.Random()
     types = bait_types(policy)
     targets = [(d, types) for d in policy.protected_dirs if not policy.is_excluded(d)]
@@ -154,17 +167,19 @@ def plant(policy: RansomwarePolicy, rng: random.Random | None = None) -> list[Ba
             path = os.path.join(directory, bait_name(ext, rng))
             if os.path.lexists(path):
                 continue
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(GENERATORS[ext](rng))
+            with access(path):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(GENERATORS[ext](rng))
             baits.append(Bait(path, hash_file(path)))
     return baits
 
 
-def remove(baits: list[Bait]) -> None:
+def remove(baits: list[Bait], access: Access = _no_gate) -> None:
     for b in baits:
         try:
-            os.unlink(b.path)
+            with access(b.path):
+                os.unlink(b.path)
         except FileNotFoundError:
             pass
 
@@ -192,16 +207,17 @@ def rotate_if_due(
     *,
     rng: random.Random | None = None,
     every_s: float = BAIT_ROTATE_S,
+    access: Access = _no_gate,
 ) -> tuple[list[Bait], bool]:
     """The current baits, replanted when they are older than ``every_s`` (or absent); (baits, rotated)."""
     planted_at, baits = load_state(state_path)
     if not policy.bait:
-        remove(baits)
+        remove(baits, access)
         save_state(state_path, now, [])
         return [], bool(baits)
     if baits and now - planted_at < every_s and all(os.path.exists(b.path) for b in baits):
         return baits, False
-    remove(baits)
-    baits = plant(policy, rng)
+    remove(baits, access)
+    baits = plant(policy, rng, access)
     save_state(state_path, now, baits)
     return baits, True

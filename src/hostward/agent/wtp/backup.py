@@ -172,7 +172,10 @@ def capture(store: BlobStore, top: str, excluded: Callable[[str], bool]) -> Mani
         elif stat.S_ISLNK(st.st_mode):
             manifest[path] = Entry("symlink", *meta, target=os.readlink(path))
         elif stat.S_ISREG(st.st_mode):
-            sha, size = store.put_file(path)
+            try:
+                sha, size = store.put_file(path)
+            except FileNotFoundError:
+                continue  # vanished since the walk saw it: nothing to protect
             manifest[path] = Entry("file", *meta, sha256=sha, size=size)
         # sockets, FIFOs and devices are not web content: left alone
     return manifest

@@ -55,13 +55,37 @@ def process_dict(writer: Writer | None) -> dict[str, Any] | None:
     }
 
 
+def ancestor_pids(pid: int, proc: str = "/proc", limit: int = 64) -> tuple[int, ...]:
+    """The parent, grandparent, ... of ``pid`` (up to init), as far as /proc still knows them."""
+    out: list[int] = []
+    for _ in range(limit):
+        try:
+            with open(f"{proc}/{pid}/stat", "rb") as f:
+                data = f.read()
+            pid = int(data[data.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if pid <= 1:
+            break
+        out.append(pid)
+    return tuple(out)
+
+
 class WriterCache:
-    """path → the last process fanotify saw writing it (described at once, before it can exit)."""
+    """path → the last process fanotify saw writing it (described at once, before it can exit).
+
+    ``lineage(pid)``: the writer's ancestors, read at the same moment (a privileged session trusts the
+    processes its ``wtp exec`` started, even when they have exited by the time the write is judged)."""
 
     def __init__(self, ttl_s: float = WRITER_TTL_S, self_pid: int | None = None) -> None:
         self.ttl_s = ttl_s
         self.self_pid = self_pid or os.getpid()
         self._by_path: dict[str, tuple[Writer, float]] = {}
+        self._lineage: dict[int, tuple[int, ...]] = {}
+        self.track_lineage = False
+
+    def lineage(self, pid: int) -> tuple[int, ...]:
+        return self._lineage.get(pid) or ancestor_pids(pid)
 
     def feed(self, events: list[FanEvent]) -> list[tuple[str, Writer]]:
         now = time.monotonic()
@@ -71,12 +95,17 @@ class WriterCache:
             if ev.path is None or ev.pid == self.self_pid:
                 continue
             path = os.fsdecode(ev.path).removesuffix(" (deleted)")
-            writer = described.get(ev.pid) or describe_process(ev.pid)
-            described[ev.pid] = writer
+            writer = described.get(ev.pid)
+            if writer is None:
+                writer = described[ev.pid] = describe_process(ev.pid)
+                if self.track_lineage:
+                    self._lineage[ev.pid] = ancestor_pids(ev.pid)
             self._by_path[path] = (writer, now)
             seen.append((path, writer))
         if len(self._by_path) > 4096:
             self._by_path = {p: v for p, v in self._by_path.items() if now - v[1] < self.ttl_s}
+        if len(self._lineage) > 4096:
+            self._lineage = {}
         return seen
 
     def forget(self, path: str) -> None:
@@ -87,6 +116,12 @@ class WriterCache:
         if hit is None or time.monotonic() - hit[1] > self.ttl_s:
             return None
         return hit[0]
+
+
+def display_path(path: str) -> str:
+    """A path as valid UTF-8 for records and alarms: bytes that are not UTF-8 appear as ``\\xe9``
+    (names read from disk carry them as lone surrogates, which JSON and the database refuse)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def tamper_alarm(record: dict[str, Any], now: datetime) -> AlarmEvent:

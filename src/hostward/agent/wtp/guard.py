@@ -41,7 +41,14 @@ from hostward.agent.wtp.backup import (
     write_entry,
 )
 from hostward.agent.wtp.config import ProtectedDir, WtpConfig, WtpError, validate
-from hostward.agent.wtp.events import WATCH_MASK, WriterCache, process_dict, tamper_action, tamper_alarm
+from hostward.agent.wtp.events import (
+    WATCH_MASK,
+    WriterCache,
+    display_path,
+    process_dict,
+    tamper_action,
+    tamper_alarm,
+)
 from hostward.agent.wtp.immutable import Immutability, ImmutableUnsupported, KernelImmutability, probe
 from hostward.agent.wtp.schedule import is_unprotected
 from hostward.core.clock import Clock, SystemClock
@@ -93,6 +100,7 @@ class WtpGuard:
         self._message = ""
         self._backup_at: str | None = None
         self._privileged = 0
+        self._session_pids: list[int] = []
         self._window = False
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -103,6 +111,9 @@ class WtpGuard:
         self._writers = WriterCache()
         self._unattributed: list[tuple[dict[str, Any], float]] = []
         self.store: BlobStore | None = None
+        # paths the agent itself keeps inside protected trees (ransomware bait files): never backed
+        # up, locked or rolled back; see ``place``
+        self.foreign: set[str] = set()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -157,6 +168,11 @@ class WtpGuard:
 
     # ---- backup ---------------------------------------------------------------------------------
 
+    def _skip(self, d: ProtectedDir) -> Callable[[str], bool]:
+        """What the guard leaves alone under ``d``: its exclusions and the agent's own files."""
+        foreign = self.foreign
+        return lambda p: d.is_excluded(p) or p in foreign
+
     def _active_dirs(self) -> list[ProtectedDir]:
         return [d for d in self.config.dirs if not d.suspended]
 
@@ -168,7 +184,7 @@ class WtpGuard:
             for d in self._active_dirs():
                 if not os.path.isdir(d.path):
                     raise WtpError(f"{d.path}: protected directory does not exist")
-                manifest.update(capture(self.store, d.path, d.is_excluded))
+                manifest.update(capture(self.store, d.path, self._skip(d)))
             mpath = os.path.join(self.config.backup_path, "manifest.json")
             save_manifest(mpath, manifest, {"taken_at": self.clock.now().isoformat()})
             self._manifest = manifest
@@ -179,6 +195,8 @@ class WtpGuard:
         """Use the manifest already on disk (agent restart)."""
         self.store = BlobStore(self.config.backup_path)
         self._manifest, meta = load_manifest(os.path.join(self.config.backup_path, "manifest.json"))
+        for path in self.foreign:
+            self._manifest.pop(path, None)
         self._backup_at = str(meta.get("taken_at") or "") or None
 
     # ---- locking --------------------------------------------------------------------------------
@@ -204,7 +222,7 @@ class WtpGuard:
             self._set(path, True)
 
     def _unlock_tree(self, d: ProtectedDir) -> None:
-        for path, st in walk(d.path, d.is_excluded):
+        for path, st in walk(d.path, self._skip(d)):
             if not stat.S_ISLNK(st.st_mode):
                 try:
                     self.immutability.set_immutable(path, False)
@@ -232,7 +250,7 @@ class WtpGuard:
                 self.store = BlobStore(self.config.backup_path)
             for p in [p for p in self._manifest if self.config.dir_for(p) is d]:
                 del self._manifest[p]
-            self._manifest.update(capture(self.store, d.path, d.is_excluded))
+            self._manifest.update(capture(self.store, d.path, self._skip(d)))
             self._immutable[d.path] = probe(d.path, self.immutability)
             self._lock_all(only=d)
         self._rewatch()
@@ -245,19 +263,61 @@ class WtpGuard:
         raise WtpError(f"{path}: not a protected directory")
 
     @contextmanager
-    def privileged(self) -> Iterator[None]:
+    def place(self, path: str) -> Iterator[None]:
+        """Let the agent itself create, rewrite or delete ``path`` inside a protected tree (a ransomware
+        bait file). From now on the path is left out of the backup, the lock and the rollback; for the
+        duration the locks of the path and of its parent directory are lifted (the watcher waits: it
+        reconciles under the same lock) and the parent is locked again afterwards."""
+        path = os.path.normpath(path)
+        parent = os.path.dirname(path)
+        with self._lock:
+            self.foreign.add(path)
+            self._manifest.pop(path, None)
+            d = self.config.dir_for(path)
+            locked = (
+                d is not None
+                and not d.suspended
+                and self._state == "protected"
+                and not self._privileged
+                and not self._window
+                and self._immutable.get(d.path, False)
+            )
+            if locked and os.path.lexists(path) and not os.path.islink(path):
+                try:
+                    self.immutability.set_immutable(path, False)
+                except (OSError, ImmutableUnsupported):
+                    pass
+            relock = locked and parent in self._manifest
+            if relock:
+                self._set(parent, False)
+            try:
+                yield
+            finally:
+                if relock:
+                    self._set(parent, True)
+
+    @contextmanager
+    def privileged(self, session_pid: int | None = None) -> Iterator[None]:
         """Lift the lock while a privileged command runs; refresh the backup and re-lock afterwards.
 
         Writes during the session by a process fanotify names and whose executable is not privileged
-        are still rolled back.
+        are still rolled back, unless the process was started by ``session_pid`` (the ``wtp exec``
+        that runs the command: its direct child always, deeper descendants with
+        ``privileged_children``) — so a privileged script, whose processes run an interpreter, works.
         """
         with self._lock:
             self._privileged += 1
+            if session_pid is not None:
+                self._session_pids.append(session_pid)
+                self._writers.track_lineage = True
             self._unlock_all()
         try:
             yield
         finally:
             with self._lock:
+                if session_pid is not None:
+                    self._session_pids.remove(session_pid)
+                    self._writers.track_lineage = bool(self._session_pids)
                 self._privileged -= 1
                 if self._privileged == 0:
                     try:
@@ -374,6 +434,12 @@ class WtpGuard:
         privileged = {os.path.realpath(p) for p in self.config.privileged}
         if writer.exe and os.path.realpath(writer.exe) in privileged:
             return True
+        if self._session_pids:
+            lineage = self._writers.lineage(writer.pid)
+            if lineage and lineage[0] in self._session_pids:
+                return True  # the command `wtp exec` started
+            if self.config.privileged_children and set(lineage) & set(self._session_pids):
+                return True
         if self.config.privileged_children:
             from hostward.agent.wtp.privileged import ancestor_exes
 
@@ -385,7 +451,7 @@ class WtpGuard:
         started = time.monotonic() if started is None else started
         with self._lock:
             d = self.config.dir_for(path)
-            if d is None or d.suspended or d.is_excluded(path) or self._state != "protected":
+            if d is None or d.suspended or self._skip(d)(path) or self._state != "protected":
                 return
             writer = self._writers.get(path)
             if self._privileged and self._trusted(writer):
@@ -412,6 +478,9 @@ class WtpGuard:
     def _emit(self, record: dict[str, Any], writer: Writer | None) -> None:
         record["process"] = process_dict(writer)
         self._writers.forget(record["path"])
+        for key in ("path", "directory", "moved_to"):
+            if isinstance(record.get(key), str):
+                record[key] = display_path(record[key])
         with self._lock:
             self.events.append(record)
         if self.on_event is not None:
@@ -511,7 +580,7 @@ class WtpGuard:
     def reconcile_all(self) -> None:
         """Check the whole protected tree against the backup (overflow, daily scan, start-up)."""
         for d in self._active_dirs():
-            for path, _st in list(walk(d.path, d.is_excluded)):
+            for path, _st in list(walk(d.path, self._skip(d))):
                 self.reconcile(path, "modified")
         for path in list(self._manifest):
             if not os.path.lexists(path):

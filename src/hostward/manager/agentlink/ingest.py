@@ -56,6 +56,9 @@ BUILTIN_RECORD_MODULES: tuple[str, ...] = (
     "hostward.manager.loginsec.records",
     "hostward.manager.fim.records",
     "hostward.manager.risk.records",
+    "hostward.manager.wtp.records",
+    "hostward.manager.ransomware.records",
+    "hostward.manager.malware.records",
 )
 
 _H = TypeVar("_H", bound=RecordHandler)
@@ -149,10 +152,13 @@ def _ingest_all(session: Session, server: Server, events: list[Any], now: dateti
                 insert(IngestedEvent),
                 [{"id": new_id(), "server_id": server.id, "key": e.key, "received_at": now} for e in events],
             )
+            alarm_events = [e for e in events if isinstance(e, AlarmEvent)]
+            # One query for the open alarms the batch merges into (not one per event).
+            open_alarms = alarms.prefetch_open_alarms(session, server, alarm_events) if alarm_events else None
             alarms_seen = False
             for event in events:
                 if isinstance(event, AlarmEvent):
-                    alarms.ingest(session, server, event, now, refresh_risk=False)
+                    alarms.ingest(session, server, event, now, refresh_risk=False, open_alarms=open_alarms)
                     alarms_seen = True
                 else:
                     _dispatch(session, server, event, now)

@@ -13,12 +13,13 @@ import shlex
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, text
+from sqlalchemy import Table, bindparam, exists, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hostward.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from hostward.core.ids import new_secret, sha256_hex
+from hostward.manager.agentlink.hotpath import Snapshot, forget_after_commit
 from hostward.manager.agentlink.models import AgentCommand, AgentCredential, EnrollmentToken
 from hostward.manager.audit import service as audit
 from hostward.manager.context import wake_after_commit
@@ -313,6 +314,7 @@ def _revoke_all(session: Session, server_id: str, now: datetime) -> int:
     ).all()
     for cred in creds:
         cred.revoked_at = now
+    forget_after_commit(session, [cred.key_hash for cred in creds])
     return len(creds)
 
 
@@ -355,6 +357,7 @@ def revoke_credential(
         raise NotFound("credential not found")
     if cred.revoked_at is None:
         cred.revoked_at = now
+        forget_after_commit(session, [cred.key_hash])
         audit.record(
             session,
             actor,
@@ -399,6 +402,104 @@ def heartbeat(
         policy_version=server.policy_version,
         commands_pending=bool(pending),
     )
+
+
+def facts_key(facts: HostFacts) -> tuple[Any, ...]:
+    """The host facts a heartbeat may change, as one comparable value (machine id last)."""
+    values: list[Any] = []
+    for column in _FACT_COLUMNS:
+        value = getattr(facts, column)
+        values.append(tuple(value) if column == "ips" else value)
+    values.append(facts.machine_id)
+    return tuple(values)
+
+
+def snapshot_of(server: Server) -> Snapshot:
+    values: list[Any] = []
+    for column in _FACT_COLUMNS:
+        value = getattr(server, column)
+        values.append(tuple(value or ()) if column == "ips" else value)
+    values.append(server.machine_id)
+    return Snapshot(
+        facts=tuple(values),
+        degraded=server.degraded,
+        policy_version_applied=server.policy_version_applied,
+        heartbeat_interval=server.heartbeat_interval,
+        policy_version=server.policy_version,
+        agent_status=server.agent_status,
+    )
+
+
+def heartbeat_from_memory(snap: Snapshot | None, req: HeartbeatRequest, settings: ManagerSettings) -> bool:
+    """True when a heartbeat changes nothing but ``last_seen_at`` and health figures of an online server.
+
+    Such a heartbeat is answered from the snapshot and buffered (``flush_heartbeats``); any other (new
+    facts, degraded flag flipped, new applied policy version, server not online) takes the full path.
+    """
+    return (
+        snap is not None
+        and snap.agent_status == "online"
+        and snap.heartbeat_interval == settings.heartbeat_interval
+        and snap.degraded == req.health.degraded
+        and (req.policy_version is None or req.policy_version == snap.policy_version_applied)
+        and snap.facts == facts_key(req.facts)
+    )
+
+
+_FLUSH_CHUNK = 500
+
+
+def flush_heartbeats(
+    session: Session,
+    beats: dict[str, tuple[datetime, dict[str, Any]]],
+    now: datetime,
+    settings: ManagerSettings,
+) -> dict[str, tuple[str, int]]:
+    """Write buffered heartbeats (last seen, health) in one executemany; returns, per server still in the
+    database, its agent status and policy version as stored afterwards.
+
+    A server the offline sweep marked offline in the meantime is brought back online with the full
+    status refresh here, as its heartbeat would have done.
+    """
+    if not beats:
+        return {}
+    table = Server.__table__
+    assert isinstance(table, Table)
+    stmt = (
+        update(table)
+        .where(
+            table.c.id == bindparam("b_id"),
+            or_(table.c.last_seen_at.is_(None), table.c.last_seen_at < bindparam("b_at")),
+        )
+        .values(last_seen_at=bindparam("b_at"), health=bindparam("b_health"))
+    )
+    session.execute(
+        stmt, [{"b_id": sid, "b_at": at, "b_health": health} for sid, (at, health) in beats.items()]
+    )
+    stored: dict[str, tuple[str, int]] = {}
+    ids = list(beats)
+    for i in range(0, len(ids), _FLUSH_CHUNK):
+        rows = session.execute(
+            select(Server.id, Server.agent_status, Server.policy_version).where(
+                Server.id.in_(ids[i : i + _FLUSH_CHUNK])
+            )
+        )
+        stored.update({sid: (status, version) for sid, status, version in rows})
+    stale = [sid for sid, (status, _) in stored.items() if status != "online"]
+    if stale:
+        stmt_servers = select(Server).where(Server.id.in_(stale))
+        if is_postgres(session):
+            stmt_servers = stmt_servers.with_for_update(skip_locked=True)
+        for server in session.scalars(stmt_servers).all():
+            server.agent_status = "online"
+            protection.refresh_status(session, server, now, settings)
+            stored[server.id] = (server.agent_status, server.policy_version)
+    return stored
+
+
+def revoked_key_hashes(session: Session, since: datetime) -> list[str]:
+    """Hashes of credentials revoked at or after ``since`` (by any replica)."""
+    return list(session.scalars(select(AgentCredential.key_hash).where(AgentCredential.revoked_at >= since)))
 
 
 def sweep_agent_status(session: Session, now: datetime, settings: ManagerSettings) -> int:

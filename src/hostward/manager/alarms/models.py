@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hostward.manager.db.base import Base, created_column, id_column
 
 ALARM_STATUSES = ("unhandled", "handled")
-HANDLE_ACTIONS = ("mark_as_handled", "ignore", "add_to_alarm_whitelist", "whitelisted")
+HANDLE_ACTIONS = ("mark_as_handled", "ignore", "add_to_alarm_whitelist", "whitelisted", "isolate_and_kill")
 WHITELIST_FIELDS = ("file_hash", "file_path", "process_path", "process_cmdline", "login_ip", "username")
 WHITELIST_JUDGES = ("equal", "contains", "glob")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from hostward.manager.alarms import service
@@ -60,6 +61,7 @@ class HandleIn(BaseModel):
         "do_not_ignore",
         "add_to_alarm_whitelist",
         "remove_from_alarm_whitelist",
+        "isolate_and_kill",
     ]
     remark: str = Field(default="", max_length=2000)
     whitelist: WhitelistSpec | None = None
@@ -138,6 +140,41 @@ def list_alarms(
             limit=limit,
         )
         return Page(items=[alarm_out(a, n) for a, n in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/alarms/export")
+def export_alarms(
+    _p: Reader,
+    ctx: Ctx,
+    format: str = Query(default="csv", pattern="^(csv|json)$"),
+    server_id: str | None = None,
+    region: str | None = None,
+    status: str | None = None,
+    severity: str | None = None,
+    event_class: str | None = None,
+    category: str | None = None,
+    attack_phase: str | None = None,
+    q: str | None = None,
+    since: datetime | None = None,
+) -> Response:
+    """Download the alarms the filters select (as ``GET /alarms``) as CSV or JSON."""
+    from hostward.manager.risk import alarm_export
+
+    with ctx.uow() as session:
+        return alarm_export.export(
+            session,
+            fmt=format,
+            now=ctx.clock.now(),
+            server_id=server_id,
+            region=region,
+            status=status,
+            severity=severity,
+            event_class=event_class,
+            category=category,
+            attack_phase=attack_phase,
+            q=q,
+            since=since,
+        )
 
 
 @router.get("/alarms/statistics")

@@ -42,6 +42,12 @@ class BaselineCheckResult(Base):
     first_seen: Mapped[datetime] = created_column()
     checked_at: Mapped[datetime] = created_column()
     last_scan_id: Mapped[str] = mapped_column(String(64), default="")
+    fixable: Mapped[bool] = mapped_column(Boolean, default=False)
+    fix_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    fix_detail: Mapped[str] = mapped_column(Text, default="")
+    fix_command_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    fix_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fix_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class WeakPassword(Base):

@@ -3,11 +3,12 @@ password complexity."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
-from hostward.manager.baseline import service
+from hostward.manager.baseline import exports, fixes, service
 from hostward.manager.baseline.schemas import (
     BaselineHandleIn,
     BaselineStatisticsOut,
@@ -23,11 +24,13 @@ from hostward.manager.schemas_common import Page, paging
 
 router = APIRouter(tags=["baseline"])
 
-Text = Query(default=None, max_length=256)
+# Annotated, not a shared `Query()` default: FastAPI would give every parameter using one Query
+# instance the alias of the first (all filters read `?region=`).
+TextQ = Annotated[str | None, Query(max_length=256)]
 
 
 @router.get("/baseline/statistics", response_model=BaselineStatisticsOut)
-def baseline_statistics(_p: Reader, ctx: Ctx, region: str | None = Text) -> BaselineStatisticsOut:
+def baseline_statistics(_p: Reader, ctx: Ctx, region: TextQ = None) -> BaselineStatisticsOut:
     with ctx.uow() as session:
         return BaselineStatisticsOut(**service.statistics(session, region=region))
 
@@ -36,10 +39,10 @@ def baseline_statistics(_p: Reader, ctx: Ctx, region: str | None = Text) -> Base
 def list_checks(
     _p: Reader,
     ctx: Ctx,
-    region: str | None = Text,
-    server_id: str | None = Text,
-    severity: str | None = Text,
-    q: str | None = Text,
+    region: TextQ = None,
+    server_id: TextQ = None,
+    severity: TextQ = None,
+    q: TextQ = None,
     only_failed: bool = False,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),
@@ -70,17 +73,18 @@ def result_out(row: object, server_name: str, verifying: bool) -> ResultOut:
 def list_results(
     _p: Reader,
     ctx: Ctx,
-    server_id: str | None = Text,
-    policy_id: str | None = Text,
-    check_id: str | None = Text,
-    result: str | None = Text,
-    region: str | None = Text,
+    server_id: TextQ = None,
+    policy_id: TextQ = None,
+    check_id: TextQ = None,
+    result: TextQ = None,
+    region: TextQ = None,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),
 ) -> Page[ResultOut]:
     """Results per server and check (``result``: passed, failed, not_applicable or ignored)."""
     offset, limit = paging(offset, limit)
     with ctx.uow() as session:
+        fixes.settle(session, ctx.clock.now())
         rows, total = service.list_results(
             session,
             server_id=server_id,
@@ -96,9 +100,33 @@ def list_results(
 
 @router.post("/baseline/results/handle")
 def handle_results(body: BaselineHandleIn, principal: Operator, ctx: Ctx) -> dict[str, Any]:
-    """``ignore`` / ``unignore`` failed checks, or ``verify`` them (re-run their servers' baseline)."""
+    """``ignore`` / ``unignore`` failed checks, ``verify`` them (re-run their servers' baseline), or
+    ``fix`` the ``fixable`` ones (file permissions / ownership; ``acknowledge`` required)."""
     now = ctx.clock.now()
     with ctx.uow() as session:
+        if body.action == "fix":
+            request = fixes.request_fix(
+                session,
+                body.result_ids,
+                acknowledge=body.acknowledge,
+                remark=body.remark,
+                actor=principal.username,
+                now=now,
+                settings=ctx.settings,
+            )
+            return {
+                "results": [
+                    {
+                        "id": o.id,
+                        "ok": o.ok,
+                        "error": None
+                        if o.error is None
+                        else {"code": o.error.code, "message": o.error.message},
+                    }
+                    for o in request.outcomes
+                ],
+                "commands": request.commands,
+            }
         if body.action == "verify":
             scans = service.verify(
                 session, body.result_ids, actor=principal.username, now=now, settings=ctx.settings
@@ -119,12 +147,39 @@ def handle_results(body: BaselineHandleIn, principal: Operator, ctx: Ctx) -> dic
     }
 
 
+@router.get("/baseline/export")
+def export_baseline(
+    _p: Reader,
+    ctx: Ctx,
+    view: str = Query(default="results", pattern="^(results|checks|weak_passwords)$"),
+    format: str = Query(default="csv", pattern="^(csv|json)$"),
+    region: TextQ = None,
+    server_id: TextQ = None,
+    result: TextQ = None,
+    severity: TextQ = None,
+    q: TextQ = None,
+) -> Response:
+    """Download baseline results per server, the per-check summary or the weak passwords (CSV, JSON)."""
+    with ctx.uow() as session:
+        return exports.export(
+            session,
+            view=view,
+            fmt=format,
+            now=ctx.clock.now(),
+            region=region,
+            server_id=server_id,
+            result=result,
+            severity=severity,
+            q=q,
+        )
+
+
 @router.get("/baseline/weak-passwords", response_model=Page[WeakPasswordOut])
 def list_weak_passwords(
     _p: Reader,
     ctx: Ctx,
-    server_id: str | None = Text,
-    region: str | None = Text,
+    server_id: TextQ = None,
+    region: TextQ = None,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),
 ) -> Page[WeakPasswordOut]:
@@ -144,7 +199,7 @@ def list_weak_passwords(
 
 @router.get("/baseline/weak-password-status", response_model=list[WeakpassStatusOut])
 def weak_password_status(
-    _p: Reader, ctx: Ctx, server_id: str | None = Text, region: str | None = Text
+    _p: Reader, ctx: Ctx, server_id: TextQ = None, region: TextQ = None
 ) -> list[WeakpassStatusOut]:
     """Per server: the last weak-password check's status (``unreadable`` shadow file, ...)."""
     with ctx.uow() as session:
@@ -172,7 +227,7 @@ def weak_password_status(
 
 @router.get("/baseline/complexity", response_model=list[ComplexityOut])
 def list_complexity(
-    _p: Reader, ctx: Ctx, server_id: str | None = Text, region: str | None = Text
+    _p: Reader, ctx: Ctx, server_id: TextQ = None, region: TextQ = None
 ) -> list[ComplexityOut]:
     """Password complexity policy per server: minimum length, character classes, aging."""
     with ctx.uow() as session:

@@ -29,6 +29,7 @@ class CheckResultIn(_In):
     rationale: str = Field(default="", max_length=8000)
     remediation: str = Field(default="", max_length=8000)
     description: str = Field(default="", max_length=8000)
+    fixable: bool = False
 
 
 class BaselineRecord(_In):
@@ -120,6 +121,11 @@ class ResultOut(ApiModel):
     remark: str
     verifying: bool = False
     checked_at: datetime
+    fixable: bool = False
+    fix_status: str | None = None
+    fix_detail: str = ""
+    fix_by: str | None = None
+    fix_requested_at: datetime | None = None
 
 
 class WeakPasswordOut(ApiModel):
@@ -158,9 +164,28 @@ class WeakpassStatusOut(BaseModel):
 
 
 class BaselineHandleIn(BaseModel):
+    """``fix`` (checks with ``fixable``: file permissions / ownership) needs ``acknowledge``."""
+
     result_ids: list[str] = Field(min_length=1, max_length=500)
-    action: Literal["ignore", "unignore", "verify"]
+    action: Literal["ignore", "unignore", "verify", "fix"]
     remark: str = Field(default="", max_length=2000)
+    acknowledge: bool = False
+
+
+class BaselineFixResultIn(_In):
+    policy_id: str = Field(max_length=128)
+    check_id: str = Field(max_length=128)
+    result_ids: list[str] = Field(default_factory=list, max_length=500)
+    status: Literal["fixed", "failed"]
+    detail: str = Field(default="", max_length=4000)
+    result: CheckResultIn | None = None
+
+
+class BaselineFixRecord(_In):
+    """Topic ``baseline_fix``: the outcome of one ``baseline_fix`` command, per check."""
+
+    command_id: str = Field(max_length=64)
+    results: list[BaselineFixResultIn] = Field(max_length=200)
 
 
 class ComplexityHandleIn(BaseModel):

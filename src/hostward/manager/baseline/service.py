@@ -71,6 +71,7 @@ def ingest_results(session: Session, server: Server, data: dict[str, Any], now: 
         row.policy_name = r.policy_name or row.policy_name or r.policy_id
         row.title, row.severity, row.result, row.reason = r.title, r.severity, r.result, r.reason
         row.rationale, row.remediation, row.description = r.rationale, r.remediation, r.description
+        row.fixable = r.fixable
         row.checked_at = now
         row.last_scan_id = record.scan_id
     session.flush()

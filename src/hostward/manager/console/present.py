@@ -53,6 +53,13 @@ STATUS: dict[str, dict[str, tuple[str, str]]] = {
         "ignore": ("Ignored", "grey"),
         "add_to_alarm_whitelist": ("Whitelisted", "blue"),
         "whitelisted": ("Whitelisted (rule)", "blue"),
+        "isolate_and_kill": ("Isolated and killed", "violet"),
+    },
+    "isolated_state": {
+        "isolating": ("Being isolated", "amber"),
+        "isolated": ("Isolated", "red"),
+        "restored": ("Restored", "green"),
+        "deleted": ("Deleted", "grey"),
     },
     "scan_status": {
         "queued": ("Queued", "grey"),
@@ -106,7 +113,10 @@ SCAN_KIND_LABELS = {
     "vulnerability": "Vulnerabilities",
     "baseline": "Baseline checks",
     "weak_password": "Weak passwords",
-    "malware": "Malware",
+    "malware": "Virus scan (quick)",
+    "malware_full": "Virus scan (full disk)",
+    "malware_custom": "Virus scan (custom paths)",
+    "webshell": "Webshell scan",
     "fim": "File integrity check",
 }
 
@@ -117,6 +127,7 @@ ACTION_LABELS = {
     "unhandle": "Cancel handled mark",
     "do_not_ignore": "Stop ignoring",
     "remove_from_alarm_whitelist": "Remove from alarm whitelist",
+    "isolate_and_kill": "Isolate and kill",
 }
 
 

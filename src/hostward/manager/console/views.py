@@ -98,12 +98,15 @@ def build_console(ctx: ManagerContext) -> FastAPI:
         history,
         login,
         loginsec,
+        malware,
         notifications,
         policies,
         quotas,
+        ransomware,
         server_detail,
         servers,
         vulns,
+        wtp,
     )
 
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
@@ -111,7 +114,7 @@ def build_console(ctx: ManagerContext) -> FastAPI:
     console.state.templates = _templates()
     for module in (
         login, dashboard, servers, server_detail, quotas, agents, vulns, baseline, fim, alarms, loginsec,
-        policies, history, notifications,
+        malware, policies, history, notifications, wtp, ransomware,
     ):  # fmt: skip
         console.include_router(module.router)
     console.mount("/static", StaticFiles(directory=str(static_dir())), name="static")

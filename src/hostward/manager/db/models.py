@@ -13,8 +13,10 @@ from hostward.manager.loginsec.models import (
     LoginWhitelistEntry,
     SshIpWhitelistEntry,
 )
+from hostward.manager.malware.models import IsolatedFile
 from hostward.manager.policies.models import Policy, PolicyGroup
 from hostward.manager.quotas.models import Quota
+from hostward.manager.ransomware.models import RansomwarePolicy, RansomwareServer, RansomwareSnapshot
 from hostward.manager.regions.models import Region
 from hostward.manager.risk.models import RiskServerState, ScoreSnapshot
 from hostward.manager.scans.models import Scan
@@ -28,6 +30,7 @@ from hostward.manager.vulns.models import (
     VulnFinding,
     VulnWhitelistRule,
 )
+from hostward.manager.wtp.models import WtpEvent, WtpServer
 
 __all__ = [
     "AgentCommand",
@@ -44,6 +47,7 @@ __all__ = [
     "FimChange",
     "GlobalSetting",
     "IngestedEvent",
+    "IsolatedFile",
     "Job",
     "LearnedLoginLocation",
     "LoginAttempt",
@@ -52,6 +56,9 @@ __all__ = [
     "Policy",
     "PolicyGroup",
     "Quota",
+    "RansomwarePolicy",
+    "RansomwareServer",
+    "RansomwareSnapshot",
     "Region",
     "RiskServerState",
     "Scan",
@@ -66,4 +73,6 @@ __all__ = [
     "VulnFinding",
     "VulnWhitelistRule",
     "WeakPassword",
+    "WtpEvent",
+    "WtpServer",
 ]

@@ -4,8 +4,9 @@ location outside the common login locations, evaluated on the manager where thos
 Learning rule (as in the reference): once common locations are configured, the first three other
 locations a server's logins come from are learned as common for that server; alarms start at the fourth.
 Locations come from an IP-to-location database the operator configures (MaxMind GeoLite2 / DB-IP
-``.mmdb``, read with the ``maxminddb`` library when it is installed) and, first, from a small CIDR table
-the operator can also set; private ranges are ``intranet`` and never abnormal by location.
+``.mmdb``, read with the ``maxminddb`` library) and, for the addresses it does not know (or when none is
+configured or it cannot be read), from a small CIDR table the operator can also set; private ranges are
+``intranet`` and never abnormal by location.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+import maxminddb
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -69,10 +71,7 @@ class _MmdbCache:
         self._readers: dict[str, tuple[float, Any]] = {}
 
     def lookup(self, path: str, addr: IPAddress) -> dict[str, Any] | None:
-        try:
-            import maxminddb
-        except ImportError:
-            return None
+        """The database's record for ``addr``; None when it has none or the file cannot be read."""
         try:
             mtime = os.stat(path).st_mtime
         except OSError:
@@ -82,14 +81,14 @@ class _MmdbCache:
             if cached is None or cached[0] != mtime:
                 try:
                     reader = maxminddb.open_database(path)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
                     log.warning("cannot open IP location database %s: %s", path, exc)
                     return None
                 self._readers[path] = cached = (mtime, reader)
         try:
             record = cached[1].get(str(addr))
-        except ValueError:
-            return None
+        except (ValueError, maxminddb.InvalidDatabaseError):
+            return None  # an IPv6 address in an IPv4-only database, or a damaged file
         return record if isinstance(record, dict) else None
 
 
@@ -139,7 +138,8 @@ def _mmdb_name(record: dict[str, Any]) -> str | None:
 
 
 def locate(session: Session, address: str) -> str:
-    """The location name of ``address``: ``intranet``, a table or database name, or ``unknown``."""
+    """The location name of ``address``: ``intranet``, the database's name for it, else the CIDR
+    table's (most specific row), else ``unknown``."""
     try:
         addr = parse_address(address)
     except ValueError:
@@ -147,18 +147,17 @@ def locate(session: Session, address: str) -> str:
     if any(addr.version == n.version and addr in n for n in INTRANET_NETWORKS):
         return INTRANET
     geo = geolocation_settings(session)
+    if geo["mmdb_path"]:
+        record = _MMDB.lookup(geo["mmdb_path"], addr)
+        name = _mmdb_name(record) if record is not None else None
+        if name:
+            return name
     best: tuple[int, str] | None = None
     for row in geo["table"]:
         net = ipaddress.ip_network(row["network"])
         if net.version == addr.version and addr in net and (best is None or net.prefixlen > best[0]):
             best = (net.prefixlen, row["location"])
-    if best is not None:
-        return best[1]
-    if geo["mmdb_path"]:
-        record = _MMDB.lookup(geo["mmdb_path"], addr)
-        if record is not None:
-            return _mmdb_name(record) or UNKNOWN
-    return UNKNOWN
+    return best[1] if best is not None else UNKNOWN
 
 
 # ---- the rule ------------------------------------------------------------------------------------------

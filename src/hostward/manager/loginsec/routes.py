@@ -204,7 +204,7 @@ def get_geolocation(_p: Reader, ctx: Ctx) -> dict[str, Any]:
 
 @router.put("/settings/login-geolocation")
 def put_geolocation(body: GeolocationIn, principal: Admin, ctx: Ctx) -> dict[str, Any]:
-    """Where login locations come from: a CIDR table (checked first) and an ``.mmdb`` database path."""
+    """Where login locations come from: an ``.mmdb`` database path and a CIDR table for what it lacks."""
     with ctx.uow() as session:
         return abnormal.put_geolocation(
             session,

@@ -23,6 +23,7 @@ from hostward.manager.fim.policy import FIM_EDITIONS, FileProtectionSettings
 from hostward.manager.fim.policy import POLICY_KEY as FILE_PROTECTION
 from hostward.manager.loginsec.policy import POLICY_KEY as LOGIN_SECURITY
 from hostward.manager.loginsec.policy import LoginSecuritySettings
+from hostward.manager.malware import policy as threats
 
 EDITION_ORDER = ("basic", "enterprise", "premium", "wtp")
 
@@ -117,6 +118,7 @@ _SPECS: list[PolicySpec] = [
         description="Scans run the baseline checks (SSH, password policy, file permissions, kernel "
         "network parameters, unnecessary services, nginx) and report unsafe settings.",
     ),
+    *(PolicySpec(**spec) for spec in threats.POLICIES),
 ]
 
 POLICY_SPECS: dict[str, PolicySpec] = {}

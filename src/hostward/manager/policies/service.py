@@ -239,6 +239,16 @@ def bundle_for(session: Session, server: Server) -> PolicyBundle:
     from hostward.manager.loginsec.service import agent_section
 
     global_values["login_security"] = agent_section(session, server)
+    # Web tamper protection (per-server configuration) and ransomware prevention (bound policy).
+    from hostward.manager.ransomware.service import agent_section as ransomware_section
+    from hostward.manager.wtp.service import agent_section as wtp_section
+
+    global_values["wtp"] = wtp_section(session, server)
+    global_values["ransomware"] = ransomware_section(session, server)
+    # The "isolate and kill malicious programs" switch.
+    from hostward.manager.malware.service import agent_section as malware_section
+
+    global_values["malware"] = malware_section(session, server)
     protection = server.edition is not None and server.protection_status != "closed"
     body = {
         "group_id": group.id if group else None,

@@ -67,7 +67,8 @@ def refresh_status(session: Session, server: Server, now: datetime, settings: Ma
     if server.edition is None or quota is None:
         status = "closed"
     elif quota.status == "frozen":
-        status, reason = "closed", f"quota {quota.id} is frozen (expired {quota.expires_at:%Y-%m-%d})"
+        expired = f" (expired {quota.expires_at:%Y-%m-%d})" if quota.expires_at is not None else ""
+        status, reason = "closed", f"quota {quota.id} is frozen{expired}"
     elif server.agent_status != "online":
         status = "protection_exception"
         seen = f" since {server.last_seen_at:%Y-%m-%d %H:%M:%S} UTC" if server.last_seen_at else ""
@@ -157,10 +158,13 @@ def enable_one(
     actor: str,
     quota_id: str | None = None,
     trigger_scan: bool = True,
+    from_wtp_page: bool = False,
 ) -> str:
-    if edition not in ENABLE_EDITIONS:
-        if edition == "wtp":
-            raise Invalid("the WTP edition is enabled from the Web Tamper Protection page")
+    """Bind a quota of ``edition``; the WTP edition only through ``hostward.manager.wtp.service``
+    (``from_wtp_page``), as in the reference, so that its configuration comes with it."""
+    if edition == "wtp" and not from_wtp_page:
+        raise Invalid("the WTP edition is enabled from the Web Tamper Protection page", code="wtp_page_only")
+    if edition not in ENABLE_EDITIONS and edition != "wtp":
         raise Invalid(f"edition must be one of {', '.join(EDITIONS)}")
     server = _lock_server(session, server_id)
     server.agent_status = derive_agent_status(server, now, settings)

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hostward.manager.db.base import Base, created_column, id_column
 
-SCAN_KINDS = ("full", "asset", "vulnerability", "baseline", "weak_password", "malware", "fim")
+SCAN_KINDS = (
+    "full",
+    "asset",
+    "vulnerability",
+    "baseline",
+    "weak_password",
+    "malware",
+    "fim",
+    "malware_full",
+    "malware_custom",
+    "webshell",
+)
 SCAN_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled")
 SCAN_TRIGGERS = ("enable", "schedule", "manual")
 
@@ -29,3 +40,5 @@ class Scan(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     timeout_at: Mapped[datetime] = mapped_column()
     requested_by: Mapped[str] = mapped_column(String(64), default="")
+    # A custom virus scan's directories and files (``malware_custom`` only).
+    paths: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)

@@ -28,7 +28,14 @@ def _server_name(session: Session, server_id: str) -> str:
 def start_scans(body: ScanCreate, principal: Operator, ctx: Ctx) -> ScanItems:
     with ctx.uow() as session:
         scans = service.create_scans(
-            session, body.server_ids, body.kind, "manual", ctx.clock.now(), ctx.settings, principal.username
+            session,
+            body.server_ids,
+            body.kind,
+            "manual",
+            ctx.clock.now(),
+            ctx.settings,
+            principal.username,
+            paths=body.paths,
         )
         return ScanItems(items=[_out(s, _server_name(session, s.server_id)) for s in scans])
 

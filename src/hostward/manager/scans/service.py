@@ -18,6 +18,7 @@ from hostward.core.errors import Conflict, Invalid, NotFound
 from hostward.manager.alarms.models import Alarm
 from hostward.manager.audit import service as audit
 from hostward.manager.db.engine import is_postgres
+from hostward.manager.malware.policy import scan_paths as custom_scan_paths
 from hostward.manager.protection.service import derive_agent_status
 from hostward.manager.scans import schedule
 from hostward.manager.scans.models import SCAN_KINDS, SCAN_TRIGGERS, Scan
@@ -59,7 +60,9 @@ def _check_can_scan(server: Server, now: datetime, settings: ManagerSettings) ->
             f"server {server.name}: agent is {agent_status}; a scan needs an online agent",
             code="agent_not_online",
         )
-    if server.protection_status != "opened":
+    # With the agent online, a protection exception means a degraded agent (over its resource budget):
+    # it still scans, throttled.
+    if server.protection_status not in ("opened", "protection_exception"):
         raise Conflict(
             f"server {server.name} is not protected ({server.protection_status}); enable protection first",
             code="server_not_protected",
@@ -74,8 +77,12 @@ def create_scans(
     now: datetime,
     settings: ManagerSettings,
     actor: str,
+    paths: list[str] | None = None,
 ) -> list[Scan]:
     """Queue one scan of ``kind`` per server and send each agent a ``scan`` command.
+
+    ``paths`` (1-20 absolute paths) are required by ``malware_custom`` scans and refused for the other
+    kinds; the command payload carries them.
 
     Manual scans are refused (the whole request, naming the server) when the agent is not online, the
     server is not protected, or a scan is already queued or running there. Enable and schedule
@@ -85,6 +92,10 @@ def create_scans(
         raise Invalid(f"scan kind must be one of {', '.join(SCAN_KINDS)}", code="invalid_scan_kind")
     if trigger not in SCAN_TRIGGERS:
         raise Invalid(f"scan trigger must be one of {', '.join(SCAN_TRIGGERS)}")
+    try:
+        scan_paths = custom_scan_paths(kind, paths)
+    except ValueError as exc:
+        raise Invalid(f"paths: {exc}", code="invalid_scan_paths") from exc
     ids = list(dict.fromkeys(server_ids))
     if not ids:
         raise Invalid("name at least one server to scan")
@@ -101,7 +112,7 @@ def create_scans(
                     f"server {server.name}: scan {current.id} is already {current.status}",
                     code="scan_in_progress",
                 )
-        elif current is not None and current.kind == kind:
+        elif current is not None and current.kind == kind and current.paths == scan_paths:
             created.append(current)
             continue
         scan = Scan(
@@ -114,10 +125,14 @@ def create_scans(
             created_at=now,
             timeout_at=now + timedelta(minutes=settings.scan_timeout_minutes),
             requested_by=actor,
+            paths=scan_paths,
         )
         session.add(scan)
         session.flush()
-        _queue_command(session, server.id, "scan", {"scan_id": scan.id, "kind": kind}, now)
+        payload: dict[str, Any] = {"scan_id": scan.id, "kind": kind}
+        if scan_paths is not None:
+            payload["paths"] = scan_paths
+        _queue_command(session, server.id, "scan", payload, now)
         server.scan_result = "scanning"
         if trigger != "schedule":
             # Daily scans are routine; recording them would bury the operators' own actions.
@@ -131,6 +146,7 @@ def create_scans(
                 scan_id=scan.id,
                 kind=kind,
                 trigger=trigger,
+                paths=scan_paths,
             )
         created.append(scan)
     return created

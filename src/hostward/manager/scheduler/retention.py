@@ -34,6 +34,7 @@ def purge_expired(session: Session, now: datetime, settings: ManagerSettings) ->
     from hostward.manager.agentlink import ingest
     from hostward.manager.alarms import service as alarms
     from hostward.manager.fim import service as fim
+    from hostward.manager.wtp import service as wtp
 
     counts = {"alarms": alarms.purge_old(session, now, settings.alarm_retention_days)}
     if counts["alarms"]:
@@ -42,6 +43,7 @@ def purge_expired(session: Session, now: datetime, settings: ManagerSettings) ->
             alarms.refresh_server_risk(session, server)
     counts["ingested_events"] = ingest.prune_ingested(session, now, keep_days=INGESTED_EVENT_DAYS)
     counts["fim_changes"] = fim.purge_old(session, now)
+    counts["wtp_events"] = wtp.purge_old(session, now)
     counts["login_attempts"] = _deleted(
         session, delete(LoginAttempt).where(LoginAttempt.at < now - timedelta(days=LOGIN_ATTEMPT_DAYS))
     )

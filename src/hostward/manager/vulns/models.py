@@ -11,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hostward.manager.db.base import Base, created_column, id_column
 
 FINDING_STATES = ("unfixed", "ignored", "fixed")
+# One-click fix progress (``fix_status``), beside the finding's state: fixing -> fixed / reboot / failed.
+FIX_STATES = ("fixing", "fixed", "reboot", "failed")
 VULN_SEVERITIES = ("critical", "high", "medium", "low", "unknown")
 ADVISORY_KINDS = ("osv", "debian")
 
@@ -104,6 +106,12 @@ class VulnFinding(Base):
     last_seen: Mapped[datetime] = created_column()
     fixed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_scan_id: Mapped[str] = mapped_column(String(64), default="")
+    fix_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    fix_detail: Mapped[str] = mapped_column(Text, default="")
+    fix_command_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    fix_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fix_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    fix_finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class VulnWhitelistRule(Base):

@@ -6,19 +6,22 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
 
 from hostward.core.errors import Invalid, NotFound
 from hostward.manager.deps import Admin, Ctx, Operator, Reader
 from hostward.manager.schemas_common import Page, paging
-from hostward.manager.vulns import feeds, schedule, service
+from hostward.manager.vulns import exports, feeds, fixes, schedule, service
 from hostward.manager.vulns.schemas import (
     FeedOut,
     FeedPathIn,
     FindingOut,
     HandleIn,
     HandleResult,
+    HistoryOut,
     ScanSettings,
     ServerVulnsOut,
     VulnStatisticsOut,
@@ -29,7 +32,9 @@ from hostward.manager.vulns.schemas import (
 
 router = APIRouter(tags=["vulnerabilities"])
 
-Text = Query(default=None, max_length=256)
+# Annotated, not a shared `Query()` default: FastAPI would give every parameter using one Query
+# instance the alias of the first (all filters read `?region=`).
+TextQ = Annotated[str | None, Query(max_length=256)]
 MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
 # Pseudo file systems and the root are never walked for feed files.
 REFUSED_ROOTS = ("/proc", "/sys", "/dev", "/run")
@@ -42,7 +47,7 @@ def finding_out(row: object, server_name: str = "") -> FindingOut:
 
 
 @router.get("/vulns/statistics", response_model=VulnStatisticsOut)
-def vuln_statistics(_p: Reader, ctx: Ctx, region: str | None = Text) -> VulnStatisticsOut:
+def vuln_statistics(_p: Reader, ctx: Ctx, region: TextQ = None) -> VulnStatisticsOut:
     with ctx.uow() as session:
         return VulnStatisticsOut(**service.statistics(session, ctx.clock.now(), region=region))
 
@@ -124,9 +129,9 @@ def delete_feed(feed_id: str, principal: Operator, ctx: Ctx) -> None:
 def list_vulnerabilities(
     _p: Reader,
     ctx: Ctx,
-    region: str | None = Text,
-    severity: str | None = Text,
-    q: str | None = Text,
+    region: TextQ = None,
+    severity: TextQ = None,
+    q: TextQ = None,
     include_fixed: bool = False,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),
@@ -150,8 +155,8 @@ def list_vulnerabilities(
 def list_server_view(
     _p: Reader,
     ctx: Ctx,
-    region: str | None = Text,
-    q: str | None = Text,
+    region: TextQ = None,
+    q: TextQ = None,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),
 ) -> Page[ServerVulnsOut]:
@@ -166,18 +171,19 @@ def list_server_view(
 def list_findings(
     _p: Reader,
     ctx: Ctx,
-    server_id: str | None = Text,
-    vuln_id: str | None = Text,
-    status: str | None = Text,
-    severity: str | None = Text,
-    region: str | None = Text,
-    q: str | None = Text,
+    server_id: TextQ = None,
+    vuln_id: TextQ = None,
+    status: TextQ = None,
+    severity: TextQ = None,
+    region: TextQ = None,
+    q: TextQ = None,
     offset: int = Query(default=0, ge=0),
     limit: int = Query(default=50, ge=1, le=200),
 ) -> Page[FindingOut]:
     """Findings (one vulnerable package on one server), most severe first."""
     offset, limit = paging(offset, limit)
     with ctx.uow() as session:
+        fixes.settle(session, ctx.clock.now())
         rows, total = service.list_findings(
             session,
             server_id=server_id,
@@ -197,33 +203,97 @@ def get_finding(finding_id: str, _p: Reader, ctx: Ctx) -> FindingOut:
     from hostward.manager.servers.models import Server
 
     with ctx.uow() as session:
+        fixes.settle(session, ctx.clock.now())
         row = service.get_finding(session, finding_id)
         server = session.get(Server, row.server_id)
         return finding_out(row, server.name if server else "")
 
 
-@router.post("/vulns/findings/handle")
-def handle_findings(body: HandleIn, principal: Operator, ctx: Ctx) -> dict[str, list[HandleResult]]:
-    """Ignore or unignore findings (each succeeds or fails on its own)."""
-    with ctx.uow() as session:
-        outcomes = service.handle(
-            session,
-            body.finding_ids,
-            body.action,
-            remark=body.remark,
-            actor=principal.username,
-            now=ctx.clock.now(),
+def _results(outcomes: list[service.Outcome]) -> list[HandleResult]:
+    return [
+        HandleResult(
+            id=o.id,
+            ok=o.ok,
+            error=None if o.error is None else {"code": o.error.code, "message": o.error.message},
         )
-    return {
-        "results": [
-            HandleResult(
-                id=o.id,
-                ok=o.ok,
-                error=None if o.error is None else {"code": o.error.code, "message": o.error.message},
+        for o in outcomes
+    ]
+
+
+@router.post("/vulns/findings/handle")
+def handle_findings(body: HandleIn, principal: Operator, ctx: Ctx) -> dict[str, Any]:
+    """``ignore`` / ``unignore`` findings (each succeeds or fails on its own); ``fix`` them with the
+    agent's package manager (``acknowledge`` required; the findings are ``fixing`` until the agent
+    reports each package fixed or failed); ``verify`` (rescan their servers)."""
+    now = ctx.clock.now()
+    with ctx.uow() as session:
+        if body.action == "fix":
+            request = fixes.request_fix(
+                session,
+                body.finding_ids,
+                acknowledge=body.acknowledge,
+                remark=body.remark,
+                actor=principal.username,
+                now=now,
+                settings=ctx.settings,
             )
-            for o in outcomes
-        ]
-    }
+            return {"results": _results(request.outcomes), "commands": request.commands}
+        if body.action == "verify":
+            scans = fixes.verify(
+                session, body.finding_ids, actor=principal.username, now=now, settings=ctx.settings
+            )
+            return {"scans": [{"id": s.id, "server_id": s.server_id, "status": s.status} for s in scans]}
+        outcomes = service.handle(
+            session, body.finding_ids, body.action, remark=body.remark, actor=principal.username, now=now
+        )
+    return {"results": _results(outcomes)}
+
+
+@router.get("/vulns/export")
+def export_vulns(
+    _p: Reader,
+    ctx: Ctx,
+    view: str = Query(default="findings", pattern="^(vulns|servers|findings)$"),
+    format: str = Query(default="csv", pattern="^(csv|json)$"),
+    region: TextQ = None,
+    severity: TextQ = None,
+    status: TextQ = None,
+    server_id: TextQ = None,
+    vuln_id: TextQ = None,
+    q: TextQ = None,
+) -> Response:
+    """Download the vulnerability view, the server view or the findings (filtered) as CSV or JSON."""
+    with ctx.uow() as session:
+        return exports.export(
+            session,
+            view=view,
+            fmt=format,
+            now=ctx.clock.now(),
+            region=region,
+            severity=severity,
+            status=status,
+            server_id=server_id,
+            vuln_id=vuln_id,
+            q=q,
+        )
+
+
+@router.get("/vulns/{vuln_id}/history", response_model=Page[HistoryOut])
+def vuln_history(
+    vuln_id: str,
+    _p: Reader,
+    ctx: Ctx,
+    offset: int = Query(default=0, ge=0),
+    limit: int = Query(default=50, ge=1, le=200),
+) -> Page[HistoryOut]:
+    """Handling history of a vulnerability: ignore / unignore / fix / verify of its findings, the fix
+    outcomes, whitelist rules (newest first)."""
+    offset, limit = paging(offset, limit)
+    with ctx.uow() as session:
+        rows, total = fixes.history(session, vuln_id, offset=offset, limit=limit)
+        return Page(
+            items=[HistoryOut.model_validate(r) for r in rows], total=total, offset=offset, limit=limit
+        )
 
 
 @router.get("/whitelists/vulns", response_model=list[WhitelistOut])

@@ -103,6 +103,11 @@ class FindingOut(ApiModel):
     first_seen: datetime
     last_seen: datetime
     fixed_at: datetime | None
+    fix_status: str | None = None
+    fix_detail: str = ""
+    fix_by: str | None = None
+    fix_requested_at: datetime | None = None
+    fix_finished_at: datetime | None = None
 
 
 class VulnSummaryOut(BaseModel):
@@ -133,9 +138,46 @@ class ServerVulnsOut(BaseModel):
 
 
 class HandleIn(BaseModel):
+    """``ignore`` / ``unignore``; ``fix`` (one-click fix by the agent, with ``acknowledge``: no backup,
+    services may restart); ``verify`` (rescan the findings' servers)."""
+
     finding_ids: list[str] = Field(min_length=1, max_length=500)
-    action: Literal["ignore", "unignore"]
+    action: Literal["ignore", "unignore", "fix", "verify"]
     remark: str = Field(default="", max_length=2000)
+    acknowledge: bool = False
+
+
+class FixResultIn(_In):
+    """One package of the agent's ``vuln_fix`` record."""
+
+    package: str = Field(max_length=255)
+    finding_ids: list[str] = Field(default_factory=list, max_length=500)
+    status: Literal["fixed", "failed"]
+    detail: str = Field(default="", max_length=4000)
+    before: dict[str, str] = Field(default_factory=dict)
+    after: dict[str, str] = Field(default_factory=dict)
+    reboot_required: bool = False
+
+
+class FixRecord(_In):
+    """Topic ``vuln_fix``: the outcome of one ``vuln_fix`` command, per package."""
+
+    command_id: str = Field(max_length=64)
+    results: list[FixResultIn] = Field(max_length=100)
+
+
+class HistoryOut(ApiModel):
+    """One handling-history entry about a vulnerability (from the audit record)."""
+
+    id: str
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    target_name: str
+    remark: str
+    detail: dict[str, Any]
 
 
 class HandleResult(BaseModel):

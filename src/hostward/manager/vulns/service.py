@@ -105,6 +105,8 @@ def ingest_findings(session: Session, server: Server, data: dict[str, Any], now:
             session.add(row)
         elif row.status == "fixed":
             row.status, row.fixed_at, row.handled_by, row.handled_at = "unfixed", None, None, None
+            if row.fix_status in ("fixed", "reboot"):  # the fix did not hold: found again
+                row.fix_status = None
         _apply(row, f)
         row.last_seen = now
         row.last_scan_id = record.scan_id

@@ -14,6 +14,7 @@ from hostward.core.errors import Invalid
 from hostward.manager.alarms import service as alarms
 from hostward.manager.alarms.models import WHITELIST_FIELDS, WHITELIST_JUDGES
 from hostward.manager.audit import service as audit
+from hostward.manager.console.pages.malware import threat_evidence
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
@@ -26,6 +27,7 @@ from hostward.manager.console.web import (
     render,
     safe_next,
 )
+from hostward.manager.malware import service as malware
 from hostward.manager.servers import service as servers
 from hostward.manager.servers.models import Server
 from hostward.wire.alarms import SEVERITIES
@@ -132,6 +134,8 @@ def handle(
     ids = list(dict.fromkeys(i for i in alarm_ids if i))
     if not ids:
         raise Invalid("select at least one alarm")
+    if action in LOGIN_ACTION_VERBS:
+        return _login_actions(request, user, ids, action, remark, next)
     whitelist = None
     if action == "add_to_alarm_whitelist":
         whitelist = _whitelist_spec(wl_field, wl_judge, wl_value, wl_scope, wl_expires)
@@ -148,9 +152,35 @@ def handle(
         "unhandle": "set back to unhandled",
         "do_not_ignore": "no longer ignored",
         "remove_from_alarm_whitelist": "removed from the whitelist",
+        "isolate_and_kill": "being isolated (the agent kills its processes and confirms within seconds)",
     }.get(action, action)
     lines = [f"{ok} alarm{'s' if ok != 1 else ''} {verb}."] if ok else []
     lines += [f"{o.alarm_id[:8]}: {o.error.message if o.error else 'failed'}" for o in failed[:10]]
+    return redirect(safe_next(next, PREFIX + "/alarms"), ("error" if failed else "ok", "\n".join(lines)))
+
+
+# Brute-force and login alarms (loginsec): offered in the batch menu next to the generic actions.
+LOGIN_ACTION_VERBS = {
+    "add_to_login_whitelist": "added to the login whitelist (blocked sources stay blocked until unblocked)",
+    "remove_from_login_whitelist": "removed from the login whitelist (unhandled again)",
+    "unblock": "being unblocked (the agents confirm within seconds)",
+}
+
+
+def _login_actions(
+    request: Request, user: FormOperator, ids: list[str], action: str, remark: str, next: str
+) -> Response:
+    from hostward.manager.loginsec import service as loginsec
+
+    ctx = ctx_of(request)
+    with ctx.uow() as session:
+        outcomes = loginsec.handle_login_alarms(
+            session, ids, action, remark=remark, actor=user.username, now=ctx.clock.now()
+        )
+    ok = sum(1 for o in outcomes if o.ok)
+    failed = [o for o in outcomes if not o.ok]
+    lines = [f"{ok} alarm{'s' if ok != 1 else ''}: source {LOGIN_ACTION_VERBS[action]}."] if ok else []
+    lines += [f"{o.id[:8]}: {o.error.message if o.error else 'failed'}" for o in failed[:10]]
     return redirect(safe_next(next, PREFIX + "/alarms"), ("error" if failed else "ok", "\n".join(lines)))
 
 
@@ -165,6 +195,37 @@ def _evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return rows
 
 
+@router.get("/alarms/export")
+def export_alarms(
+    request: Request,
+    user: User,
+    format: Filter = None,
+    status: Filter = None,
+    severity: Filter = None,
+    event_class: Filter = None,
+    attack_phase: Filter = None,
+    server_id: Filter = None,
+    q: Filter = None,
+) -> Response:
+    """The alarms the list's filters select, as a CSV or JSON download."""
+    from hostward.manager.risk import alarm_export
+
+    ctx = ctx_of(request)
+    with ctx.uow() as session:
+        return alarm_export.export(
+            session,
+            fmt=opt(format),
+            now=ctx.clock.now(),
+            region=current_region(request),
+            status=opt(status),
+            severity=opt(severity),
+            event_class=opt(event_class),
+            attack_phase=opt(attack_phase),
+            server_id=opt(server_id),
+            q=opt(q),
+        )
+
+
 @router.get("/alarms/{alarm_id}")
 def alarm_page(request: Request, alarm_id: str, user: User) -> Response:
     ctx = ctx_of(request)
@@ -173,6 +234,7 @@ def alarm_page(request: Request, alarm_id: str, user: User) -> Response:
         server = session.get(Server, alarm.server_id)
         history, _ = audit.list_records(session, target_type="alarm", target_id=alarm.id, limit=50)
         candidates = [(f, alarms.evidence_value(alarm.evidence, f)) for f in WHITELIST_FIELDS]
+        isolation = malware.isolation_of(session, alarm)
         return render(
             request,
             session,
@@ -189,6 +251,9 @@ def alarm_page(request: Request, alarm_id: str, user: User) -> Response:
             whitelist_fields=WHITELIST_FIELDS,
             whitelist_judges=WHITELIST_JUDGES,
             candidates=[(f, v) for f, v in candidates if v is not None],
+            isolation=isolation,
+            isolation_status=malware.request_status(session, isolation) if isolation else (None, ""),
+            threat=threat_evidence(alarm.evidence),
         )
 
 

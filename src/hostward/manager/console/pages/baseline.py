@@ -111,6 +111,35 @@ def baseline_page(
         )
 
 
+@router.get("/baseline/export")
+def export(
+    request: Request,
+    user: User,
+    view: Filter = None,
+    format: Filter = None,
+    server_id: Filter = None,
+    severity: Filter = None,
+    result: Filter = None,
+    q: Filter = None,
+) -> Response:
+    """Baseline results, the per-check summary or weak passwords (page filters) as CSV or JSON."""
+    from hostward.manager.baseline import exports
+
+    ctx = ctx_of(request)
+    with ctx.uow() as session:
+        return exports.export(
+            session,
+            view=opt(view) or "results",
+            fmt=opt(format),
+            now=ctx.clock.now(),
+            region=current_region(request),
+            server_id=opt(server_id),
+            severity=opt(severity) if opt(severity) in SEVERITY_BADGES else None,
+            result=opt(result),
+            q=opt(q),
+        )
+
+
 @router.get("/baseline/check")
 def check_page(
     request: Request,
@@ -124,6 +153,9 @@ def check_page(
     pager = Pager.of(request)
     chosen = opt(result) if opt(result) in RESULT_BADGES else None
     with ctx.uow() as session:
+        from hostward.manager.baseline import fixes
+
+        fixes.settle(session, ctx.clock.now())
         rows, pager.total = service.list_results(
             session,
             policy_id=policy_id,
@@ -156,9 +188,10 @@ def check_page(
 def handle(
     request: Request,
     user: FormOperator,
-    action: Annotated[str, Form(pattern="^(ignore|unignore|verify)$")],
+    action: Annotated[str, Form(pattern="^(ignore|unignore|verify|fix)$")],
     result_ids: Annotated[list[str], Form(max_length=MAX_IDS)] = [],  # noqa: B006
     remark: Annotated[str, Form(max_length=2000)] = "",
+    acknowledge: Annotated[str, Form(max_length=8)] = "",
     next: Next = "",
 ) -> Response:
     ctx = ctx_of(request)
@@ -166,6 +199,23 @@ def handle(
     if not ids:
         raise Invalid("select at least one check result")
     with ctx.uow() as session:
+        if action == "fix":
+            from hostward.manager.baseline import fixes
+
+            request_ = fixes.request_fix(
+                session,
+                ids,
+                acknowledge=bool(acknowledge),
+                remark=remark,
+                actor=user.username,
+                now=ctx.clock.now(),
+                settings=ctx.settings,
+            )
+            done = sum(1 for o in request_.outcomes if o.ok)
+            bad = [o for o in request_.outcomes if not o.ok]
+            lines = [f"Fixing {done} check result(s) on {len(request_.commands)} server(s)."] if done else []
+            lines += [f"{o.id[:8]}: {o.error.message if o.error else 'failed'}" for o in bad[:10]]
+            return redirect(safe_next(next, PAGE), ("error" if bad else "ok", " ".join(lines)))
         if action == "verify":
             scans = service.verify(
                 session, ids, actor=user.username, now=ctx.clock.now(), settings=ctx.settings

@@ -27,6 +27,7 @@ from hostward.manager.loginsec import abnormal
 from hostward.manager.loginsec import service as loginsec
 from hostward.manager.loginsec.models import BLOCK_STATUSES
 from hostward.manager.loginsec.netlist import split_items
+from hostward.manager.malware import service as malware
 from hostward.manager.servers import service as servers
 from hostward.manager.servers.models import Server
 
@@ -142,6 +143,7 @@ def security_config_page(request: Request, user: User, server_id: Filter = None)
             common_ips=loginsec.common_ips(session),
             common_locations=loginsec.common_locations(session),
             geo=abnormal.geolocation_settings(session),
+            auto_isolate_kill=malware.auto_isolate_kill(session),
             limits={
                 "login": loginsec.MAX_LOGIN_WHITELIST,
                 "ssh": loginsec.MAX_SSH_WHITELIST,

@@ -27,6 +27,7 @@ from hostward.manager.scans import service as scans
 from hostward.manager.scans.models import SCAN_KINDS
 from hostward.manager.servers import service as servers
 from hostward.manager.servers.models import ASSET_IMPORTANCE
+from hostward.manager.wtp.summary import server_summary as file_protection_summary
 
 router = APIRouter()
 
@@ -74,6 +75,7 @@ def server_page(
             values["groups"] = [g for g, _ in servers.list_groups(session)]
             values["credentials"] = agentlink.list_credentials(session, server.id)
             values["importances"] = ASSET_IMPORTANCE
+            values["file_protection"] = file_protection_summary(session, server.id)
         elif tab == "assets":
             assets = servers.get_assets(session, server.id)
             cat = cat if cat in ASSET_TABS else "accounts"
@@ -96,7 +98,10 @@ def server_page(
             scan_rows, pager.total = scans.list_scans(
                 session, server_id=server.id, offset=pager.offset, limit=pager.size
             )
-            values.update(scans=[scan for scan, _ in scan_rows], scan_kinds=SCAN_KINDS)
+            values.update(
+                scans=[scan for scan, _ in scan_rows],
+                scan_kinds=[k for k in SCAN_KINDS if k != "malware_custom"],
+            )
         else:
             alarm_rows, pager.total = alarms.list_alarms(
                 session, server_id=server.id, offset=pager.offset, limit=pager.size
@@ -159,10 +164,22 @@ def scan_now(
     server_id: str,
     user: FormOperator,
     kind: Annotated[str, Form(max_length=16)] = "full",
+    paths: Annotated[str, Form(max_length=100_000)] = "",
 ) -> Response:
     ctx = ctx_of(request)
+    # Custom virus scans: one path per line (commas too); other kinds ignore the box.
+    wanted = [p.strip() for p in paths.replace(",", "\n").splitlines() if p.strip()]
     with ctx.uow() as session:
-        scans.create_scans(session, [server_id], kind, "manual", ctx.clock.now(), ctx.settings, user.username)
+        scans.create_scans(
+            session,
+            [server_id],
+            kind,
+            "manual",
+            ctx.clock.now(),
+            ctx.settings,
+            user.username,
+            paths=wanted if kind == "malware_custom" else None,
+        )
     return redirect(_detail(server_id, "scans"), ("ok", "Scan queued; the agent starts it within seconds."))
 
 

@@ -25,7 +25,7 @@ from hostward.manager.console.web import (
 )
 from hostward.manager.scans import service as scans
 from hostward.manager.servers.models import Server
-from hostward.manager.vulns import feeds, schedule, service
+from hostward.manager.vulns import exports, feeds, fixes, schedule, service
 from hostward.manager.vulns.models import FINDING_STATES, VULN_SEVERITIES, VulnWhitelistRule
 from hostward.manager.vulns.routes import check_feed_path, import_upload
 from hostward.manager.vulns.schemas import ScanSettings
@@ -44,6 +44,12 @@ SEVERITY_BADGES = {
     "unknown": ("Unknown", "grey"),
 }
 STATE_BADGES = {"unfixed": ("Unfixed", "red"), "ignored": ("Ignored", "grey"), "fixed": ("Fixed", "green")}
+FIX_BADGES = {
+    "fixing": ("Fixing", "blue"),
+    "fixed": ("Fix verified", "green"),
+    "reboot": ("Restart required", "amber"),
+    "failed": ("Fix failed", "red"),
+}
 
 
 @router.get("/vulnerabilities")
@@ -112,6 +118,7 @@ def findings_page(
     pager = Pager.of(request)
     state = opt(status) if opt(status) in FINDING_STATES else None
     with ctx.uow() as session:
+        fixes.settle(session, ctx.clock.now())
         rows, pager.total = service.list_findings(
             session,
             vuln_id=opt(vuln_id),
@@ -126,6 +133,7 @@ def findings_page(
             list(session.scalars(select(Server).order_by(Server.name).limit(500))) if opt(vuln_id) else []
         )
         title = opt(vuln_id) or (server.name if server else "Findings")
+        history = fixes.history(session, opt(vuln_id) or "", limit=100)[0] if opt(vuln_id) else []
         return render(
             request,
             session,
@@ -141,6 +149,8 @@ def findings_page(
             status=state,
             severities=SEVERITY_BADGES,
             states=STATE_BADGES,
+            fix_states=FIX_BADGES,
+            history=history,
         )
 
 
@@ -167,6 +177,76 @@ def handle(
     lines = [f"{verb} {done} vulnerabilit{'y' if done == 1 else 'ies'}."] if done else []
     lines += [f"{o.id[:8]}: {o.error.message if o.error else 'failed'}" for o in failed[:10]]
     return redirect(safe_next(next, PAGE), ("error" if failed else "ok", " ".join(lines)))
+
+
+@router.post("/vulnerabilities/fix")
+def fix(
+    request: Request,
+    user: FormOperator,
+    action: Annotated[str, Form(pattern="^(fix|verify)$")],
+    finding_ids: Annotated[list[str], Form(max_length=MAX_IDS)] = [],  # noqa: B006
+    acknowledge: Annotated[str, Form(max_length=8)] = "",
+    remark: Annotated[str, Form(max_length=2000)] = "",
+    next: Next = "",
+) -> Response:
+    """One-click fix (after the no-backup acknowledgement) or verify (rescan) of the selected findings."""
+    ctx = ctx_of(request)
+    ids = [i for i in finding_ids if i]
+    if not ids:
+        raise Invalid("select at least one vulnerability")
+    with ctx.uow() as session:
+        if action == "verify":
+            created = fixes.verify(
+                session, ids, actor=user.username, now=ctx.clock.now(), settings=ctx.settings
+            )
+            text = f"Verification scan queued on {len(created)} server(s)."
+            return redirect(safe_next(next, PAGE), ("ok", text))
+        request_ = fixes.request_fix(
+            session,
+            ids,
+            acknowledge=bool(acknowledge),
+            remark=remark,
+            actor=user.username,
+            now=ctx.clock.now(),
+            settings=ctx.settings,
+        )
+    done = sum(1 for o in request_.outcomes if o.ok)
+    failed = [o for o in request_.outcomes if not o.ok]
+    lines = [
+        f"Fixing {done} vulnerabilit{'y' if done == 1 else 'ies'} on {len(request_.commands)} server(s)."
+    ]
+    lines = lines if done else []
+    lines += [f"{o.id[:8]}: {o.error.message if o.error else 'failed'}" for o in failed[:10]]
+    return redirect(safe_next(next, PAGE), ("error" if failed else "ok", " ".join(lines)))
+
+
+@router.get("/vulnerabilities/export")
+def export(
+    request: Request,
+    user: User,
+    view: Filter = None,
+    format: Filter = None,
+    severity: Filter = None,
+    status: Filter = None,
+    server_id: Filter = None,
+    vuln_id: Filter = None,
+    q: Filter = None,
+) -> Response:
+    """The vulnerability view, server view or findings (with the page's filters) as CSV or JSON."""
+    ctx = ctx_of(request)
+    with ctx.uow() as session:
+        return exports.export(
+            session,
+            view=opt(view) or "findings",
+            fmt=opt(format),
+            now=ctx.clock.now(),
+            region=current_region(request),
+            severity=opt(severity) if opt(severity) in VULN_SEVERITIES else None,
+            status=opt(status) if opt(status) in FINDING_STATES else None,
+            server_id=opt(server_id),
+            vuln_id=opt(vuln_id),
+            q=opt(q),
+        )
 
 
 @router.post("/vulnerabilities/whitelist")

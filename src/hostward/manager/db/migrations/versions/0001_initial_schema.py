@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 15:09:52.006223
+Create Date: 2026-11-24 18:57:49.966755
 """
 
 from __future__ import annotations
@@ -135,6 +135,22 @@ def upgrade() -> None:
         sa.Column("created_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_policy_groups")),
         sa.UniqueConstraint("name", name=op.f("uq_policy_groups_name")),
+    )
+    op.create_table(
+        "ransomware_policies",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("protected_dirs", sa.JSON(), nullable=False),
+        sa.Column("excluded_dirs", sa.JSON(), nullable=False),
+        sa.Column("file_types", sa.JSON(), nullable=False),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("bait", sa.Boolean(), nullable=False),
+        sa.Column("snapshot_interval_h", sa.Integer(), nullable=False),
+        sa.Column("snapshot_keep", sa.Integer(), nullable=False),
+        sa.Column("created_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ransomware_policies")),
+        sa.UniqueConstraint("name", name=op.f("uq_ransomware_policies_name")),
     )
     op.create_table(
         "regions",
@@ -474,6 +490,12 @@ def upgrade() -> None:
         sa.Column("first_seen", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("checked_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_scan_id", sa.String(length=64), nullable=False),
+        sa.Column("fixable", sa.Boolean(), nullable=False),
+        sa.Column("fix_status", sa.String(length=16), nullable=True),
+        sa.Column("fix_detail", sa.Text(), nullable=False),
+        sa.Column("fix_command_id", sa.String(length=36), nullable=True),
+        sa.Column("fix_by", sa.String(length=64), nullable=True),
+        sa.Column("fix_requested_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["server_id"],
             ["servers.id"],
@@ -572,6 +594,46 @@ def upgrade() -> None:
         sa.UniqueConstraint("server_id", "key", name=op.f("uq_ingested_events_server_id")),
     )
     op.create_table(
+        "isolated_files",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("server_id", sa.String(length=36), nullable=False),
+        sa.Column("vault_id", sa.String(length=64), nullable=True),
+        sa.Column("path", sa.String(length=4096), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("uid", sa.Integer(), nullable=True),
+        sa.Column("gid", sa.Integer(), nullable=True),
+        sa.Column("owner", sa.String(length=64), nullable=False),
+        sa.Column("group", sa.String(length=64), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.String(length=16), nullable=False),
+        sa.Column("alarm_id", sa.String(length=64), nullable=True),
+        sa.Column("killed_pids", sa.JSON(), nullable=False),
+        sa.Column("state_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("isolated_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("pending_action", sa.String(length=16), nullable=True),
+        sa.Column("command_id", sa.String(length=36), nullable=True),
+        sa.Column("requested_by", sa.String(length=64), nullable=True),
+        sa.Column("remark", sa.Text(), nullable=False),
+        sa.Column("created_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_isolated_files_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_isolated_files")),
+        sa.UniqueConstraint("server_id", "vault_id", name=op.f("uq_isolated_files_server_id")),
+    )
+    with op.batch_alter_table("isolated_files", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_isolated_files_alarm_id"), ["alarm_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_isolated_files_server_id"), ["server_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_isolated_files_state"), ["state"], unique=False)
+        batch_op.create_index("ix_isolated_files_updated", ["updated_at"], unique=False)
+
+    op.create_table(
         "login_learned_locations",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("server_id", sa.String(length=36), nullable=False),
@@ -610,6 +672,52 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_quotas_edition"), ["edition"], unique=False)
         batch_op.create_index(batch_op.f("ix_quotas_region"), ["region"], unique=False)
         batch_op.create_index(batch_op.f("ix_quotas_status"), ["status"], unique=False)
+
+    op.create_table(
+        "ransomware_servers",
+        sa.Column("server_id", sa.String(length=36), nullable=False),
+        sa.Column("policy_id", sa.String(length=36), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.JSON(), nullable=False),
+        sa.Column("status_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("enabled_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["policy_id"],
+            ["ransomware_policies.id"],
+            name=op.f("fk_ransomware_servers_policy_id_ransomware_policies"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_ransomware_servers_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("server_id", name=op.f("pk_ransomware_servers")),
+    )
+    with op.batch_alter_table("ransomware_servers", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ransomware_servers_policy_id"), ["policy_id"], unique=False)
+
+    op.create_table(
+        "ransomware_snapshots",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("server_id", sa.String(length=36), nullable=False),
+        sa.Column("snapshot_id", sa.String(length=64), nullable=False),
+        sa.Column("taken_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("files", sa.Integer(), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.Column("received_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_ransomware_snapshots_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ransomware_snapshots")),
+        sa.UniqueConstraint("server_id", "snapshot_id", name=op.f("uq_ransomware_snapshots_server_id")),
+    )
+    with op.batch_alter_table("ransomware_snapshots", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ransomware_snapshots_server_id"), ["server_id"], unique=False)
 
     op.create_table(
         "risk_server_state",
@@ -670,6 +778,7 @@ def upgrade() -> None:
         sa.Column("finished_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("timeout_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("requested_by", sa.String(length=64), nullable=False),
+        sa.Column("paths", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["server_id"], ["servers.id"], name=op.f("fk_scans_server_id_servers"), ondelete="CASCADE"
         ),
@@ -747,6 +856,12 @@ def upgrade() -> None:
         sa.Column("last_seen", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("fixed_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_scan_id", sa.String(length=64), nullable=False),
+        sa.Column("fix_status", sa.String(length=16), nullable=True),
+        sa.Column("fix_detail", sa.Text(), nullable=False),
+        sa.Column("fix_command_id", sa.String(length=36), nullable=True),
+        sa.Column("fix_by", sa.String(length=64), nullable=True),
+        sa.Column("fix_requested_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("fix_finished_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["server_id"], ["servers.id"], name=op.f("fk_vuln_findings_server_id_servers"), ondelete="CASCADE"
         ),
@@ -779,11 +894,54 @@ def upgrade() -> None:
     with op.batch_alter_table("weak_passwords", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_weak_passwords_server_id"), ["server_id"], unique=False)
 
+    op.create_table(
+        "wtp_events",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("server_id", sa.String(length=36), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("action", sa.String(length=16), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("directory", sa.Text(), nullable=False),
+        sa.Column("moved_to", sa.Text(), nullable=True),
+        sa.Column("latency_ms", sa.Integer(), nullable=True),
+        sa.Column("process_pid", sa.Integer(), nullable=True),
+        sa.Column("process_exe", sa.Text(), nullable=False),
+        sa.Column("process_user", sa.String(length=64), nullable=False),
+        sa.Column("process_cmdline", sa.Text(), nullable=False),
+        sa.Column("occurred_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"], ["servers.id"], name=op.f("fk_wtp_events_server_id_servers"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_wtp_events")),
+    )
+    with op.batch_alter_table("wtp_events", schema=None) as batch_op:
+        batch_op.create_index("ix_wtp_events_server_time", ["server_id", "occurred_at"], unique=False)
+
+    op.create_table(
+        "wtp_servers",
+        sa.Column("server_id", sa.String(length=36), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("config", sa.JSON(), nullable=False),
+        sa.Column("status", sa.JSON(), nullable=False),
+        sa.Column("status_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("enabled_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", hostward.manager.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"], ["servers.id"], name=op.f("fk_wtp_servers_server_id_servers"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("server_id", name=op.f("pk_wtp_servers")),
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table("wtp_servers")
+    with op.batch_alter_table("wtp_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_wtp_events_server_time")
+
+    op.drop_table("wtp_events")
     with op.batch_alter_table("weak_passwords", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_weak_passwords_server_id"))
 
@@ -811,6 +969,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_risk_server_state_next_vuln_scan_at"))
 
     op.drop_table("risk_server_state")
+    with op.batch_alter_table("ransomware_snapshots", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ransomware_snapshots_server_id"))
+
+    op.drop_table("ransomware_snapshots")
+    with op.batch_alter_table("ransomware_servers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ransomware_servers_policy_id"))
+
+    op.drop_table("ransomware_servers")
     with op.batch_alter_table("quotas", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_quotas_status"))
         batch_op.drop_index(batch_op.f("ix_quotas_region"))
@@ -821,6 +987,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_login_learned_locations_server_id"))
 
     op.drop_table("login_learned_locations")
+    with op.batch_alter_table("isolated_files", schema=None) as batch_op:
+        batch_op.drop_index("ix_isolated_files_updated")
+        batch_op.drop_index(batch_op.f("ix_isolated_files_state"))
+        batch_op.drop_index(batch_op.f("ix_isolated_files_server_id"))
+        batch_op.drop_index(batch_op.f("ix_isolated_files_alarm_id"))
+
+    op.drop_table("isolated_files")
     op.drop_table("ingested_events")
     with op.batch_alter_table("fim_changes", schema=None) as batch_op:
         batch_op.drop_index("ix_fim_changes_server_time")
@@ -895,6 +1068,7 @@ def downgrade() -> None:
     op.drop_table("server_groups")
     op.drop_table("security_score_snapshots")
     op.drop_table("regions")
+    op.drop_table("ransomware_policies")
     op.drop_table("policy_groups")
     op.drop_table("periodic_tasks")
     with op.batch_alter_table("login_whitelist", schema=None) as batch_op:

@@ -1,0 +1,1 @@
+"""Ransomware prevention on the manager: named policies, per-server binding, status and snapshots."""
