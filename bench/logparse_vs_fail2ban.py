@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _authlog import generate
 from _harness import install_sigterm_as_interrupt, temp_dir
 from hostward.agent.collectors.logtail import FileTailer, OffsetStore
-from hostward.agent.detectors.logparse import LogParser, default_compiled
+from hostward.agent.detectors.logparse import LoginRow, LogParser, default_compiled
 
 TARGET_RATIO = 30.0
 # Our pattern ids for the forms fail2ban's sshd filter counts as failures (plus "Failed none").
@@ -60,13 +60,13 @@ def run_ours(path: Path, state_dir: Path) -> tuple[float, float, Counter[str], C
     """Read and parse the whole file the way the agent does — the log tailer's ``read_text`` (reads of
     up to 8 MiB, one decode per read, offsets kept) into ``LogParser.parse_text`` — and return (wall s,
     CPU s, fail2ban-form failures per address, all failures per address, parser counters). The timed
-    loop keeps what ``fail2ban-regex -o ip`` prints — one record per failure — and counting per
-    address happens after the clock stops, as for fail2ban's output."""
+    loop keeps what the parser hands the brute-force detector — one event row per recognised line, as
+    ``fail2ban-regex -o ip`` keeps one record per failure — and counting per address happens after the
+    clock stops, as for fail2ban's output."""
     default_compiled()  # compiled once at start, as the agent does
-    parser = LogParser()
-    parser.parse_text("")  # the chunk regex is compiled with the parser
+    parser = LogParser()  # the chunk regex is compiled with the parser
     tailer = FileTailer(path, OffsetStore(state_dir), f"file:{path}", start="start")
-    found: list[tuple[str | None, str, str | None]] = []
+    found: list[LoginRow] = []
     keep = found.extend
     parse = parser.parse_text
     t0, c0 = time.perf_counter(), time.process_time()
@@ -74,14 +74,14 @@ def run_ours(path: Path, state_dir: Path) -> tuple[float, float, Counter[str], C
         text = tailer.read_text()
         if not text:
             break
-        keep([(e.address, e.pattern, e.method) for e in parse(text) if e.kind == "failure"])
+        keep(parse(text))
     tailer.commit()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     tailer.close()
     equivalent: Counter[str] = Counter()
     failures: Counter[str] = Counter()
-    for address, pattern, method in found:
-        if address is None:
+    for kind, _, _, address, method, _, pattern, _, _ in found:
+        if kind != "failure" or address is None:
             continue
         failures[address] += 1
         if pattern in F2B_EQUIVALENT or (pattern == "sshd-failed-publickey" and method == "none"):

@@ -330,6 +330,29 @@ def login(manager: Manager, home: Path) -> None:
     )
 
 
+class AdminApi:
+    """The manager's REST API as its admin (``self.api``: base ``/api/v1``, bearer token)."""
+
+    def __init__(self, manager: Manager, timeout: float = 10) -> None:
+        resp = httpx.post(
+            f"{manager.url}/api/v1/auth/login",
+            json={"username": "admin", "password": manager.password},
+            timeout=10,
+        )
+        resp.raise_for_status()
+        self.api = httpx.Client(
+            base_url=f"{manager.url}/api/v1",
+            headers={"Authorization": f"Bearer {resp.json()['token']}"},
+            timeout=timeout,
+        )
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET ``path`` with the parameters that are not None; fails on an error status."""
+        resp = self.api.get(path, params={k: v for k, v in params.items() if v is not None})
+        resp.raise_for_status()
+        return resp.json()
+
+
 # --- agents ---------------------------------------------------------------------------------------
 
 

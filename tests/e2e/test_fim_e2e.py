@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import need
 from tests.procs import (
+    AdminApi,
     Agent,
     Manager,
     Procs,
@@ -48,7 +48,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class Fim:
+class Fim(AdminApi):
     """The running stack, seen from an operator: CLI, API and (read-only) the manager's database."""
 
     def __init__(self, manager: Manager, agent: Agent, server_id: str, www: Path) -> None:
@@ -56,17 +56,7 @@ class Fim:
         self.www = www
         self.agent = agent
         self.server_id = server_id
-        resp = httpx.post(
-            f"{manager.url}/api/v1/auth/login",
-            json={"username": "admin", "password": manager.password},
-            timeout=10,
-        )
-        resp.raise_for_status()
-        self.api = httpx.Client(
-            base_url=f"{manager.url}/api/v1",
-            headers={"Authorization": f"Bearer {resp.json()['token']}"},
-            timeout=10,
-        )
+        super().__init__(manager)
 
     @property
     def logs(self) -> list[Path]:
@@ -75,11 +65,6 @@ class Fim:
     def cli(self, *args: str | Path) -> Any:
         result = hostward(args, self.m.home)
         return as_json(result) if "--json" in args else ok(result)
-
-    def get(self, path: str, **params: Any) -> Any:
-        resp = self.api.get(path, params={k: v for k, v in params.items() if v is not None})
-        resp.raise_for_status()
-        return resp.json()
 
     def changes(self, **filters: Any) -> list[dict[str, Any]]:
         """Change records of the test's directory (a path search: nothing else of the host counts)."""

@@ -33,6 +33,7 @@ from hostward.agent.state import StateStore
 from tests.conftest import need
 from tests.e2e.push_events import FINGERPRINT_PREFIX, KEY_PREFIX
 from tests.procs import (
+    AdminApi,
     Agent,
     Manager,
     Proc,
@@ -59,7 +60,7 @@ SCAN_TIMEOUT_S = 120
 Record = Callable[[str, object], None]
 
 
-class Stack:
+class Stack(AdminApi):
     """A running manager, an operator logged in with the CLI and an API client; agents on demand."""
 
     def __init__(self, manager: Manager, procs: Procs, root: Path) -> None:
@@ -69,17 +70,7 @@ class Stack:
         self.home = manager.home
         login(manager, self.home)
         self.token = as_json(hostward(["token", "create", "--json"], self.home))
-        resp = httpx.post(
-            f"{manager.url}/api/v1/auth/login",
-            json={"username": "admin", "password": manager.password},
-            timeout=10,
-        )
-        resp.raise_for_status()
-        self.api = httpx.Client(
-            base_url=f"{manager.url}/api/v1",
-            headers={"Authorization": f"Bearer {resp.json()['token']}"},
-            timeout=10,
-        )
+        super().__init__(manager)
         self.agents: list[Agent] = []
 
     def close(self) -> None:
@@ -95,11 +86,6 @@ class Stack:
         """Run ``hostward ARGS`` as the logged-in operator; returns parsed JSON when ``--json`` is given."""
         result = hostward(args, self.home)
         return as_json(result) if "--json" in args else ok(result)
-
-    def get(self, path: str, **params: Any) -> Any:
-        resp = self.api.get(path, params={k: v for k, v in params.items() if v is not None})
-        resp.raise_for_status()
-        return resp.json()
 
     def try_get(self, path: str, **params: Any) -> Any:
         """``get``, or None while the manager is not answering (restarting)."""
@@ -158,16 +144,22 @@ class Stack:
 
     # ---- agents and protection -------------------------------------------------------------------
 
-    def enroll(self, name: str) -> Agent:
+    def enroll(self, name: str, **config: Any) -> Agent:
         agent = enroll_agent(
-            self.token, self.root / "agents", name, self.home, config=AGENT_CONFIG, procs=self.procs
+            self.token,
+            self.root / "agents",
+            name,
+            self.home,
+            config={**AGENT_CONFIG, **config},
+            procs=self.procs,
         )
         self.agents.append(agent)
         return agent
 
-    def start_online(self, name: str) -> tuple[Agent, str]:
-        """Enroll and run an agent; returns it and its server id once the server is online."""
-        agent = self.enroll(name)
+    def start_online(self, name: str, **config: Any) -> tuple[Agent, str]:
+        """Enroll and run an agent (``config``: agent settings on top of AGENT_CONFIG); returns it and its
+        server id once the server is online."""
+        agent = self.enroll(name, **config)
         agent.start()
         server_id = agent.server_id
         self.wait_server(server_id, f"{name} online", lambda s: s["agent_status"] == "online", 30)
@@ -299,12 +291,13 @@ def test_protection_interrupted_when_agent_stops_and_recovers(stack: Stack, timi
 @pytest.mark.root
 def test_agent_restart_keeps_identity_and_outbox_is_delivered_once(stack: Stack, timing: Record) -> None:
     need("root", "creates a real local account with useradd")
-    agent, server_id = stack.start_online("e2e-outbox")
+    # A restarted agent checks the accounts against the saved baseline `first_accounts_check_s` after
+    # start (default 60 s; 5 s here, to keep the test short).
+    agent, server_id = stack.start_online("e2e-outbox", first_accounts_check_s=5)
     stack.protect(server_id)  # the enable scan sets the agent's accounts baseline
 
     assert stack.m.stop() == 0
     with local_user() as user:
-        # A restarted agent checks the accounts about a minute after start, against the saved baseline.
         assert agent.stop() == 0
         agent.start()
         started = time.monotonic()

@@ -22,12 +22,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.attacks import ENCRYPT, start_tamper
 from tests.conftest import need
 from tests.procs import (
     HOSTWARD,
+    AdminApi,
     Agent,
     Manager,
     Procs,
@@ -43,56 +44,12 @@ from tests.procs import wait_for as _wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 TIMEOUT_S = 30
-TAMPER = r"""
-import array, fcntl, os, sys, time
-path, text = sys.argv[1], sys.argv[2]
-fd = os.open(path, os.O_RDONLY)
-buf = array.array("i", [0]); fcntl.ioctl(fd, 0x80086601, buf, True)
-fcntl.ioctl(fd, 0x40086602, array.array("i", [buf[0] & ~0x10]), True)
-os.close(fd)
-try:
-    with open(path, "w") as f:
-        f.write(text)
-except PermissionError:
-    sys.exit(3)
-print("written", flush=True)
-time.sleep(2)
-"""
-ENCRYPT = r"""
-import os, sys, time
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-aes = AESGCM(AESGCM.generate_key(bit_length=256))
-for root, dirs, files in os.walk(sys.argv[1]):
-    dirs.sort()
-    for name in sorted(files):
-        if name.endswith(".locked"):
-            continue
-        path = os.path.join(root, name)
-        data = open(path, "rb").read()
-        nonce = os.urandom(12)
-        with open(path + ".locked", "wb") as f:
-            f.write(nonce + aes.encrypt(nonce, data, None))
-        os.unlink(path)
-        print(path, flush=True)
-        time.sleep(0.005)
-print("DONE", flush=True)
-"""
 
 
-class Stack:
+class Stack(AdminApi):
     def __init__(self, manager: Manager, agent: Agent, server_id: str) -> None:
         self.m, self.agent, self.server_id = manager, agent, server_id
-        resp = httpx.post(
-            f"{manager.url}/api/v1/auth/login",
-            json={"username": "admin", "password": manager.password},
-            timeout=10,
-        )
-        resp.raise_for_status()
-        self.api = httpx.Client(
-            base_url=f"{manager.url}/api/v1",
-            headers={"Authorization": f"Bearer {resp.json()['token']}"},
-            timeout=20,
-        )
+        super().__init__(manager, timeout=20)
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.api.request(method, path, **kw)
@@ -179,7 +136,7 @@ def test_wtp_and_ransomware_through_manager_and_agent(stack: Stack, tmp_path: Pa
     with pytest.raises(PermissionError):
         page.write_text("defaced")
 
-    proc = subprocess.Popen([sys.executable, "-c", TAMPER, str(page), "defaced"], stdout=subprocess.PIPE)
+    proc = start_tamper(page, "defaced", linger=2.0)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"written"
     started = time.monotonic()
     stack.wait("page restored", lambda: page.read_text() == "<html>welcome</html>\n", 1.0)
@@ -254,7 +211,9 @@ def test_wtp_and_ransomware_through_manager_and_agent(stack: Stack, tmp_path: Pa
     )
     script = tmp_path / "encrypt.py"
     script.write_text(ENCRYPT)
-    enc = subprocess.Popen([sys.executable, str(script), str(docs)], stdout=subprocess.PIPE, text=True)
+    enc = subprocess.Popen(
+        [sys.executable, str(script), str(docs), "0.005"], stdout=subprocess.PIPE, text=True
+    )
     out_text, _ = enc.communicate(timeout=30)
     assert "DONE" not in out_text
     assert len(list(docs.rglob("*.locked"))) < 20  # stopped before it finished the first directory

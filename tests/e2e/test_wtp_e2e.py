@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import need
 from tests.procs import (
+    AdminApi,
     Agent,
     Manager,
     Procs,
@@ -50,31 +50,16 @@ def immutable(path: Path) -> bool:
     return bool(out) and "i" in out.split()[0]
 
 
-class Stack:
+class Stack(AdminApi):
     def __init__(self, manager: Manager, agent: Agent, server_id: str) -> None:
         self.m = manager
         self.agent = agent
         self.server_id = server_id
-        resp = httpx.post(
-            f"{manager.url}/api/v1/auth/login",
-            json={"username": "admin", "password": manager.password},
-            timeout=10,
-        )
-        resp.raise_for_status()
-        self.api = httpx.Client(
-            base_url=f"{manager.url}/api/v1",
-            headers={"Authorization": f"Bearer {resp.json()['token']}"},
-            timeout=10,
-        )
+        super().__init__(manager)
 
     def cli(self, *args: str | Path) -> Any:
         result = hostward(args, self.m.home)
         return as_json(result) if "--json" in args else ok(result)
-
-    def get(self, path: str, **params: Any) -> Any:
-        resp = self.api.get(path, params={k: v for k, v in params.items() if v is not None})
-        resp.raise_for_status()
-        return resp.json()
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = TIMEOUT_S) -> Any:
         return wait_for(what, check, timeout, interval=0.1, logs=[self.m.log, self.agent.log])

@@ -26,16 +26,9 @@ from hostward.agent.runtime import Agent
 from hostward.agent.state import StateStore
 from hostward.agent.status import agent_status
 from hostward.wire import AlarmEvent, PolicyBundle, PolicyState
+from tests.agenthost import MB, fake_host, quiet_probe
 from tests.fakes.agent_clock import FakeClock
 from tests.fakes.agent_manager import FakeManager, fingerprint, make_ca
-
-MB = 1024 * 1024
-PASSWD = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
-GROUP = "root:x:0:\nalice:x:1000:\n"
-
-
-def quiet_probe() -> Usage:
-    return Usage(0.0, 40 * MB)
 
 
 @pytest.fixture
@@ -46,13 +39,7 @@ def fm() -> Iterator[FakeManager]:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Path:
-    root = tmp_path / "host"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc/passwd").write_text(PASSWD)
-    (root / "etc/group").write_text(GROUP)
-    (root / "etc/machine-id").write_text("feedfacefeedfacefeedfacefeedface\n")
-    (root / "etc/hostname").write_text("fake-host\n")
-    return root
+    return fake_host(tmp_path / "host")
 
 
 @pytest.fixture

@@ -23,10 +23,9 @@ import pytest
 from hostward.agent.runtime import Agent
 from hostward.core.clock import SystemClock
 from hostward.wire import PolicyBundle, PolicyState
+from tests.agenthost import enrolled_config, quiet_probe
 from tests.conftest import need
 from tests.fakes.agent_manager import FakeManager
-from tests.integration.test_agent_runtime import quiet_probe
-from tests.integration.test_malware_runner import enrolled_config
 
 pytestmark = pytest.mark.slow
 WAIT_S = 15.0

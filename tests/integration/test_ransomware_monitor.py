@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,59 +24,19 @@ from hostward.agent.ransomware import (
     rotate_if_due,
 )
 from hostward.wire.protocol import AlarmEvent
+from tests.attacks import document_tree, originals
 from tests.conftest import need
 
 pytestmark = pytest.mark.root
-
-ENCRYPT = r"""
-import os, sys, time
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-aes = AESGCM(AESGCM.generate_key(bit_length=256))
-top, delay = sys.argv[1], float(sys.argv[2])
-for root, dirs, files in os.walk(top):
-    dirs.sort()
-    for name in sorted(files):
-        if name.endswith(".locked"):
-            continue
-        path = os.path.join(root, name)
-        with open(path, "rb") as f:
-            data = f.read()
-        nonce = os.urandom(12)
-        with open(path + ".locked", "wb") as f:
-            f.write(nonce + aes.encrypt(nonce, data, None))
-        os.unlink(path)
-        print(path, flush=True)
-        time.sleep(delay)
-print("DONE", flush=True)
-"""
 
 
 @pytest.fixture
 def tree() -> Iterator[Path]:
     need("root")
-    base = Path(tempfile.mkdtemp(prefix="hw-rw-", dir="/var/tmp"))
-    docs = base / "docs"
-    rng = random.Random(7)
-    for sub in ("finance", "hr", "projects", "cache"):
-        (docs / sub).mkdir(parents=True)
-        for i in range(25):
-            ext = ("docx", "xlsx", "txt", "pdf")[i % 4]
-            (docs / sub / f"file{i:03d}.{ext}").write_bytes(rng.randbytes(2000 + i))
-    (base / "tools").mkdir()
-    (base / "tools" / "encrypt.py").write_text(ENCRYPT)
-    try:
+    with document_tree(
+        "hw-rw-", ("finance", "hr", "projects", "cache"), per_dir=25, seed=7, size=2000
+    ) as base:
         yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _originals(docs: Path) -> dict[str, bytes]:
-    """Protected documents (the excluded cache directory is not snapshotted, by design)."""
-    return {
-        str(p): p.read_bytes()
-        for p in docs.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and "cache" not in p.parts
-    }
 
 
 def _wait(check: Any, timeout: float) -> None:
@@ -99,7 +57,7 @@ def test_bait_touched_kills_isolates_and_snapshot_restores(tree: Path) -> None:
     bait_paths = {b.path for b in baits}
     assert not any(p.startswith(str(docs / "cache")) for p in bait_paths)
     assert all(os.path.basename(p).startswith(".") for p in bait_paths)
-    originals = _originals(docs)
+    before = originals(docs)
     snaps = SnapshotStore(str(tree / "snapshots"), keep=3)
     snap = snaps.take(policy, skip=lambda p: p in bait_paths)
     assert snap.files == 75  # the excluded cache directory is not captured, nor are the baits
@@ -135,7 +93,7 @@ def test_bait_touched_kills_isolates_and_snapshot_restores(tree: Path) -> None:
     assert not script.exists()
     # the directory comes back from the snapshot; the .locked files are displaced, baits left alone
     result = snaps.restore(snap.id, keep=lambda p: p in bait_paths)
-    assert _originals(docs) == originals
+    assert originals(docs) == before
     # the excluded cache directory is neither snapshotted nor cleaned up
     protected_locked = [p for p in encrypted if "cache" not in p.parts]
     assert not [p for p in docs.rglob("*.locked") if "cache" not in p.parts]

@@ -5,25 +5,20 @@ process killer and quarantine vault, and ``ransomware_restore`` from the snapsho
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hostward.agent.budget import Usage
-from hostward.agent.config import AgentConfig, load_config
-from hostward.agent.enroll import enroll
 from hostward.agent.ransomrunner import RansomRunner, desired_from
 from hostward.agent.runtime import Agent
 from hostward.agent.transport.outbox import Outbox, parse_body
 from hostward.wire import Command, PolicyBundle
+from tests.agenthost import enrolled_config, fake_host, pump, quiet_probe
+from tests.attacks import document_tree, originals
 from tests.conftest import need
 from tests.fakes.agent_clock import FakeClock
 from tests.fakes.wtp_manager import WtpFakeManager
@@ -31,46 +26,13 @@ from tests.fakes.wtp_manager import WtpFakeManager
 pytestmark = pytest.mark.root
 
 WAIT_S = 15.0
-ENCRYPT = r"""
-import os, sys, time
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-aes = AESGCM(AESGCM.generate_key(bit_length=256))
-top, delay = sys.argv[1], float(sys.argv[2])
-for root, dirs, files in os.walk(top):
-    dirs.sort()
-    for name in sorted(files):
-        if name.endswith(".locked"):
-            continue
-        path = os.path.join(root, name)
-        with open(path, "rb") as f:
-            data = f.read()
-        nonce = os.urandom(12)
-        with open(path + ".locked", "wb") as f:
-            f.write(nonce + aes.encrypt(nonce, data, None))
-        os.unlink(path)
-        print(path, flush=True)
-        time.sleep(delay)
-print("DONE", flush=True)
-"""
 
 
 @pytest.fixture
 def tree() -> Iterator[Path]:
     need("root")
-    base = Path(tempfile.mkdtemp(prefix="hw-rwr-", dir="/var/tmp"))
-    docs = base / "docs"
-    rng = random.Random(11)
-    for sub in ("finance", "hr", "cache"):
-        (docs / sub).mkdir(parents=True)
-        for i in range(30):
-            ext = ("docx", "xlsx", "txt", "pdf")[i % 4]
-            (docs / sub / f"file{i:03d}.{ext}").write_bytes(rng.randbytes(1500 + i))
-    (base / "tools").mkdir()
-    (base / "tools" / "encrypt.py").write_text(ENCRYPT)
-    try:
+    with document_tree("hw-rwr-", ("finance", "hr", "cache"), per_dir=30, seed=11, size=1500) as base:
         yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def settings(docs: Path, **extra: Any) -> dict[str, Any]:
@@ -99,14 +61,6 @@ def bundle(raw: dict[str, Any], edition: str = "premium", protection: bool = Tru
     )
 
 
-def originals(docs: Path) -> dict[str, bytes]:
-    return {
-        str(p): p.read_bytes()
-        for p in docs.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and "cache" not in p.parts
-    }
-
-
 def test_gating() -> None:
     raw = settings(Path("/srv/docs"))
     assert desired_from(bundle(raw)).policy is not None
@@ -114,10 +68,6 @@ def test_gating() -> None:
     assert desired_from(bundle(raw, edition="enterprise")).policy is None
     assert desired_from(bundle(raw, protection=False)).policy is None
     assert desired_from(bundle({**raw, "enabled": False})).policy is None
-
-
-def quiet_probe() -> Usage:
-    return Usage(0.0, 40 * 1024 * 1024)
 
 
 @pytest.fixture
@@ -128,15 +78,14 @@ def fm() -> Iterator[WtpFakeManager]:
 
 @pytest.fixture
 def agent(tmp_path: Path, fm: WtpFakeManager) -> Iterator[Agent]:
-    host = tmp_path / "host"
-    (host / "etc").mkdir(parents=True)
-    (host / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (host / "etc/group").write_text("root:x:0:\n")
-    (host / "etc/machine-id").write_text("abcdefabcdefabcdefabcdefabcdef01\n")
-    (host / "etc/hostname").write_text("rw-host\n")
-    state_dir = tmp_path / "state"
-    enroll(fm.url, fm.token, fm.fingerprint, state_dir, "rw-agent", root=host)
-    cfg: AgentConfig = load_config(state_dir, {"host_root": host})
+    host = fake_host(
+        tmp_path / "host",
+        passwd="root:x:0:0:root:/root:/bin/bash\n",
+        group="root:x:0:\n",
+        machine_id="abcdefabcdefabcdefabcdefabcdef01",
+        hostname="rw-host",
+    )
+    cfg = enrolled_config(tmp_path, fm, "rw-agent", host=host)
     a = Agent.from_config(cfg, clock=FakeClock(), probe=quiet_probe)
     try:
         yield a
@@ -144,16 +93,8 @@ def agent(tmp_path: Path, fm: WtpFakeManager) -> Iterator[Agent]:
         a.shutdown()
 
 
-def pump(agent: Agent, check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        agent.next_heartbeat = 0.0
-        agent.run_once()
-        if check():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen in time")
-        time.sleep(0.05)
+def wait_for(agent: Agent, check: Callable[[], bool], what: str) -> None:
+    pump(agent, check, what, timeout=WAIT_S, heartbeat=True)
 
 
 def test_encrypting_script_is_killed_alarmed_and_the_snapshot_restores(
@@ -163,7 +104,7 @@ def test_encrypting_script_is_killed_alarmed_and_the_snapshot_restores(
     before = originals(docs)
     assert agent.ransom.wtp is agent.wtp  # baits in WTP-locked trees go through web tamper protection
     fm.policy = bundle(settings(docs))
-    pump(agent, lambda: bool(fm.records("ransomware_snapshot")), "first snapshot")
+    wait_for(agent, lambda: bool(fm.records("ransomware_snapshot")), "first snapshot")
     [status] = fm.records("ransomware_status")
     assert status["state"] == "protected" and status["baits"] >= 4, status
     [snap] = fm.records("ransomware_snapshot")
@@ -181,7 +122,7 @@ def test_encrypting_script_is_killed_alarmed_and_the_snapshot_restores(
     encrypted = [p for p in docs.rglob("*.locked") if "cache" not in p.parts]
     assert 0 < len(encrypted) < 30, f"killed before it finished the first directory ({len(encrypted)})"
     print(f"encrypting script killed after {len(encrypted)} of 60 protected files")
-    pump(agent, lambda: bool(fm.alarms("ransomware_0001")), "bait alarm at the manager")
+    wait_for(agent, lambda: bool(fm.alarms("ransomware_0001")), "bait alarm at the manager")
     alarm = fm.alarms("ransomware_0001")[0]
     assert not script.exists(), alarm["evidence"]["response"]  # isolated in the vault
     assert alarm["severity"] == "critical" and alarm["evidence"]["process"]["pid"] == proc.pid
@@ -193,7 +134,7 @@ def test_encrypting_script_is_killed_alarmed_and_the_snapshot_restores(
         assert isolated and isolated[0]["state"] == "isolated" and isolated[0]["reason"] == "auto"
 
     command_id = fm.queue(agent.creds.server_id, "ransomware_restore", {"snapshot_id": snap["snapshot_id"]})
-    pump(agent, lambda: command_id in fm.results, "restore result")
+    wait_for(agent, lambda: command_id in fm.results, "restore result")
     result = fm.results[command_id]
     assert result.status == "succeeded", result.detail
     real = [p for p in encrypted if not p.name.startswith(".")]  # the rest are encrypted baits
@@ -201,7 +142,7 @@ def test_encrypting_script_is_killed_alarmed_and_the_snapshot_restores(
     assert originals(docs) == before
     assert not [p for p in docs.rglob("*.locked") if "cache" not in p.parts]
     unknown = fm.queue(agent.creds.server_id, "ransomware_restore", {"snapshot_id": "nope"})
-    pump(agent, lambda: unknown in fm.results, "refusal")
+    wait_for(agent, lambda: unknown in fm.results, "refusal")
     assert fm.results[unknown].status == "failed" and "not found" in fm.results[unknown].detail
 
 

@@ -273,8 +273,9 @@ def test_fix_from_the_manager_to_the_agent_and_back(
 def test_the_agent_runs_vuln_fix_commands_on_a_worker_and_reports_them(tmp_path: Path) -> None:
     from hostward.agent.config import load_config
     from hostward.agent.enroll import enroll
+    from tests.agenthost import GROUP, PASSWD
     from tests.fakes.agent_manager import FakeManager
-    from tests.integration.test_agent_runtime import GROUP, PASSWD, make_agent
+    from tests.integration.test_agent_runtime import make_agent
 
     root = tmp_path / "host"
     (root / "etc").mkdir(parents=True)

@@ -21,7 +21,7 @@ from hostward.agent.wtp import WtpConfig
 from hostward.agent.wtp.backup import load_manifest
 from hostward.agent.wtp.config import ProtectedDir
 from hostward.agent.wtp.guard import WtpGuard
-from hostward.wire import PolicyBundle
+from hostward.wire import Command, PolicyBundle
 from tests.fakes.agent_clock import FakeClock
 from tests.integration import test_wtp_runner as runner_tests
 from tests.integration.test_wtp_runner import Harness, immutable, wait_until, wtp_bundle, wtp_settings
@@ -170,6 +170,48 @@ def test_wtp_enabled_after_the_baits_leaves_them_out_of_the_backup(
         time.sleep(0.3)
         assert all(os.path.exists(p) and not immutable(Path(p)) for p in baits)
         assert not [e for e in events(again.outbox) if e.get("topic") == "wtp_tamper"]
+    finally:
+        rw.runner.stop()
+
+
+def test_snapshot_restore_into_a_locked_site_goes_through_wtp(base: Path, harnesses: list[Harness]) -> None:
+    www = base / "www"
+    page = www / "index.html"
+    before = page.read_text()
+    wtp = Harness(base / "state")
+    harnesses.append(wtp)
+    bundle = rw_bundle(www, wtp_settings(base))
+    rw = RansomHarness(base / "state", wtp)
+    try:
+        rw.runner.configure(bundle)
+        rw.runner.step()  # first snapshot, WTP not running yet
+        assert rw.runner.snapshots is not None
+        [snap] = rw.runner.snapshots.list()
+        page.write_text("<html>changed before protection</html>\n")
+        wtp.runner.configure(bundle)
+        wtp.runner.step()
+        guard = wtp.runner.guard
+        assert guard is not None and immutable(page)
+        events(wtp.outbox)  # drop what came before the restore
+
+        result = rw.runner.restore_command(
+            Command(
+                id="c1",
+                kind="ransomware_restore",
+                payload={"snapshot_id": snap.id},
+                created_at=FakeClock().now(),
+            )
+        )
+        assert result.status == "succeeded", result.detail
+        assert page.read_text() == before and immutable(page) and immutable(www)
+        # the restored page is WTP's backup now: it stays, and nothing was recorded as tampering
+        assert guard.manifest()[str(page)].size == len(before)
+        assert not wtp.runner.session_path.exists()
+        time.sleep(0.5)
+        assert page.read_text() == before
+        assert not [e for e in events(wtp.outbox) if e.get("topic") == "wtp_tamper"]
+        with pytest.raises(PermissionError):
+            page.write_text("defaced")
     finally:
         rw.runner.stop()
 

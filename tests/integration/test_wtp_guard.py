@@ -32,28 +32,10 @@ from hostward.agent.wtp import (
 from hostward.agent.wtp.backup import load_manifest
 from hostward.agent.wtp.immutable import ImmutableUnsupported, KernelImmutability
 from hostward.wire.protocol import AlarmEvent
+from tests.attacks import start_tamper
 from tests.conftest import need
 
 pytestmark = pytest.mark.root
-
-# clears the flag with the ioctl and writes at once, like an attacker who holds CAP_LINUX_IMMUTABLE;
-# then lingers so /proc still describes it when the guard names the writer
-TAMPER = r"""
-import array, fcntl, os, sys, time
-path, text = sys.argv[1], sys.argv[2]
-fd = os.open(path, os.O_RDONLY)
-buf = array.array("i", [0]); fcntl.ioctl(fd, 0x80086601, buf, True)
-fcntl.ioctl(fd, 0x40086602, array.array("i", [buf[0] & ~0x10]), True)
-os.close(fd)
-try:
-    with open(path, "w") as f:
-        f.write(text)
-except PermissionError:
-    print("refused", flush=True)
-    sys.exit(3)
-print("written", flush=True)
-time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0.5)
-"""
 
 
 def _unlock(path: Path) -> None:
@@ -112,18 +94,11 @@ def guard_factory(
         g.stop()
 
 
-def _tamper(path: Path, text: str, linger: float = 0.5) -> subprocess.Popen[bytes]:
-    """Start a tamper process; retried by callers when the guard re-locked first (write refused)."""
-    return subprocess.Popen(
-        [sys.executable, "-c", TAMPER, str(path), text, str(linger)], stdout=subprocess.PIPE
-    )
-
-
 def _tamper_until_written(
     path: Path, text: str, linger: float = 0.5
 ) -> tuple[subprocess.Popen[bytes], float]:
     for _ in range(10):
-        proc = _tamper(path, text, linger)
+        proc = start_tamper(path, text, linger)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         written_at = time.monotonic()

@@ -22,15 +22,15 @@ from typing import Any
 
 import pytest
 
-from hostward.agent.budget import Usage
-from hostward.agent.config import AgentConfig, load_config
-from hostward.agent.enroll import enroll
+from hostward.agent.config import AgentConfig
 from hostward.agent.runtime import Agent
 from hostward.agent.transport.outbox import Outbox, parse_body
 from hostward.agent.wtp.backup import load_manifest
 from hostward.agent.wtp.immutable import KernelImmutability
 from hostward.agent.wtprunner import WtpRunner, desired_from
 from hostward.wire import PolicyBundle
+from tests.agenthost import enrolled_config, fake_host, pump, quiet_probe
+from tests.attacks import start_tamper
 from tests.conftest import need
 from tests.fakes.agent_clock import FakeClock
 from tests.fakes.wtp_manager import WtpFakeManager
@@ -40,25 +40,6 @@ pytestmark = pytest.mark.root
 HOSTWARD = str(Path(sys.executable).parent / "hostward")
 PASSWD = "root:x:0:0:root:/root:/bin/bash\n"
 WAIT_S = 10.0
-
-# clears the flag with the ioctl and writes at once (an attacker holding CAP_LINUX_IMMUTABLE), then
-# lingers so that /proc still describes it when the guard names the writer
-TAMPER = r"""
-import array, fcntl, os, sys, time
-path, text = sys.argv[1], sys.argv[2]
-fd = os.open(path, os.O_RDONLY)
-buf = array.array("i", [0]); fcntl.ioctl(fd, 0x80086601, buf, True)
-fcntl.ioctl(fd, 0x40086602, array.array("i", [buf[0] & ~0x10]), True)
-os.close(fd)
-try:
-    with open(path, "w") as f:
-        f.write(text)
-except PermissionError:
-    print("refused", flush=True)
-    sys.exit(3)
-print("written", flush=True)
-time.sleep(1.0)
-"""
 
 
 def wait_until(check: Callable[[], bool], timeout: float = WAIT_S, what: str = "condition") -> float:
@@ -172,10 +153,6 @@ def test_bad_configuration_is_a_clear_status_not_a_crash(tmp_path: Path) -> None
 # ---- the agent runtime against the fake manager ---------------------------------------------------
 
 
-def quiet_probe() -> Usage:
-    return Usage(0.0, 40 * 1024 * 1024)
-
-
 @pytest.fixture
 def fm() -> Iterator[WtpFakeManager]:
     with WtpFakeManager() as manager:
@@ -184,15 +161,14 @@ def fm() -> Iterator[WtpFakeManager]:
 
 @pytest.fixture
 def cfg(tmp_path: Path, fm: WtpFakeManager) -> AgentConfig:
-    host = tmp_path / "host"
-    (host / "etc").mkdir(parents=True)
-    (host / "etc/passwd").write_text(PASSWD)
-    (host / "etc/group").write_text("root:x:0:\n")
-    (host / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
-    (host / "etc/hostname").write_text("wtp-host\n")
-    state_dir = tmp_path / "state"
-    enroll(fm.url, fm.token, fm.fingerprint, state_dir, "wtp-agent", root=host)
-    return load_config(state_dir, {"host_root": host})
+    host = fake_host(
+        tmp_path / "host",
+        passwd=PASSWD,
+        group="root:x:0:\n",
+        machine_id="0123456789abcdef0123456789abcdef",
+        hostname="wtp-host",
+    )
+    return enrolled_config(tmp_path, fm, "wtp-agent", host=host)
 
 
 @pytest.fixture
@@ -209,17 +185,16 @@ def start_agent(cfg: AgentConfig, agents: list[Agent]) -> Agent:
     return agent
 
 
-def pump(agent: Agent, fm: WtpFakeManager, check: Callable[[], bool], what: str) -> None:
+def wait_for(agent: Agent, fm: WtpFakeManager, check: Callable[[], bool], what: str) -> None:
     """Run agent passes (heartbeat, commands, WTP step, send) until ``check()`` holds."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        agent.next_heartbeat = 0.0
-        agent.run_once()
-        if check():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen; records so far: {[e.get('topic') for e in fm.events]}")
-        time.sleep(0.05)
+    pump(
+        agent,
+        check,
+        what,
+        timeout=WAIT_S,
+        heartbeat=True,
+        seen=lambda: f"records so far: {[e.get('topic') for e in fm.events]}",
+    )
 
 
 def exec_cli(state_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -239,7 +214,7 @@ def test_agent_locks_restores_and_lets_privileged_commands_through(
     privileged = ["/usr/bin/cp", "/usr/bin/false", "/usr/bin/dash"]
     fm.policy = wtp_bundle(wtp_settings(base, privileged=privileged))
     agent = start_agent(cfg, agents)
-    pump(agent, fm, lambda: any(r["state"] == "protected" for r in fm.records("wtp_status")), "protected")
+    wait_for(agent, fm, lambda: any(r["state"] == "protected" for r in fm.records("wtp_status")), "protected")
     [status] = [r for r in fm.records("wtp_status") if r["state"] == "protected"]
     assert status["dirs"] == [{"path": str(www), "state": "protected", "files": 2}]
     assert status["backup"]["files"] == 2 and status["backup"]["built_at"]
@@ -253,7 +228,7 @@ def test_agent_locks_restores_and_lets_privileged_commands_through(
 
     # 2. the attribute removed and the page written: rolled back within 1 s, the writer named
     for _ in range(10):
-        proc = subprocess.Popen([sys.executable, "-c", TAMPER, str(page), "defaced"], stdout=subprocess.PIPE)
+        proc = start_tamper(page, "defaced", linger=1.0)
         assert proc.stdout is not None
         if proc.stdout.readline().strip() == b"written":
             break
@@ -263,7 +238,7 @@ def test_agent_locks_restores_and_lets_privileged_commands_through(
     took = wait_until(lambda: page.read_text() == "<html>welcome</html>\n", 1.0, "restore")
     assert took < 1.0
     wait_until(lambda: immutable(page), 1.0, "relock")
-    pump(agent, fm, lambda: bool(fm.records("wtp_tamper")) and bool(fm.alarms("wtp_0001")), "tamper")
+    wait_for(agent, fm, lambda: bool(fm.records("wtp_tamper")) and bool(fm.alarms("wtp_0001")), "tamper")
     proc.wait(5)
     [tamper] = fm.records("wtp_tamper")
     assert tamper["path"] == str(page) and tamper["action"] == "modified" and tamper["outcome"] == "restored"
@@ -283,7 +258,7 @@ def test_agent_locks_restores_and_lets_privileged_commands_through(
     assert manifest[str(page)].size == len("<html>release 2</html>\n")
     time.sleep(0.5)  # the watcher saw the privileged write: no rollback, no tamper record
     assert page.read_text() == "<html>release 2</html>\n"
-    pump(agent, fm, lambda: len(fm.records("wtp_status")) >= 1, "status")
+    wait_for(agent, fm, lambda: len(fm.records("wtp_status")) >= 1, "status")
     assert len(fm.records("wtp_tamper")) == 1
 
     # a deletion by someone else right after a deploy (while the privileged program is still the
@@ -296,7 +271,7 @@ def test_agent_locks_restores_and_lets_privileged_commands_through(
     assert page.read_text() == "release 3\n"
     assert str(page) in load_manifest(str(base / "backup" / "manifest.json"))[0]
     wait_until(lambda: immutable(page) and immutable(www), 1.0, "relock after the deletion")
-    pump(agent, fm, lambda: len(fm.records("wtp_tamper")) == 2, "deletion tamper record")
+    wait_for(agent, fm, lambda: len(fm.records("wtp_tamper")) == 2, "deletion tamper record")
     assert fm.records("wtp_tamper")[-1]["action"] == "deleted"
 
     # the command's exit status comes back; a program outside the list is refused (126)
@@ -307,7 +282,7 @@ def test_agent_locks_restores_and_lets_privileged_commands_through(
 
     # 4. the `wtp` scan (and every comprehensive scan) reconciles the whole tree
     scan = fm.queue(agent.creds.server_id, "scan", {"scan_id": "s-wtp", "kind": "wtp"})
-    pump(agent, fm, lambda: scan in fm.results, "scan result")
+    wait_for(agent, fm, lambda: scan in fm.results, "scan result")
     assert fm.results[scan].status == "succeeded", fm.results[scan].detail
     assert "web tamper protection: 2 files checked, 0 rolled back" in fm.results[scan].detail
 
@@ -319,7 +294,7 @@ def test_remote_backup_upload_and_remote_restore(
     page = www / "index.html"
     fm.policy = wtp_bundle(wtp_settings(base, remote_backup=True))
     agent = start_agent(cfg, agents)
-    pump(agent, fm, lambda: bool(fm.manifests) and len(fm.blobs) == 2, "upload")
+    wait_for(agent, fm, lambda: bool(fm.manifests) and len(fm.blobs) == 2, "upload")
     assert {f["path"] for f in fm.manifests[-1]} == {str(page), str(www / "css" / "site.css")}
     # the local backup loses the page's blob and the page goes: the manager's copy brings it back
     manifest, _ = load_manifest(str(base / "backup" / "manifest.json"))
@@ -329,13 +304,13 @@ def test_remote_backup_upload_and_remote_restore(
     _unlock(www)
     page.unlink()
     command_id = fm.queue(agent.creds.server_id, "wtp_remote_restore", {"path": str(page)})
-    pump(agent, fm, lambda: command_id in fm.results, "restore result")
+    wait_for(agent, fm, lambda: command_id in fm.results, "restore result")
     result = fm.results[command_id]
     assert result.status == "succeeded", result.detail
     assert result.data == {"path": str(page), "sha256": sha, "source": "manager", "restored": True}
     assert page.read_text() == "<html>welcome</html>\n" and immutable(page)
     bad = fm.queue(agent.creds.server_id, "wtp_remote_restore", {"path": "/etc/passwd"})
-    pump(agent, fm, lambda: bad in fm.results, "refusal")
+    wait_for(agent, fm, lambda: bad in fm.results, "refusal")
     assert (
         fm.results[bad].status == "failed"
         and "not in the web tamper protection backup" in fm.results[bad].detail

@@ -17,7 +17,7 @@ from hostward.agent.detectors.bruteforce import (
     SafetyList,
     Verdict,
 )
-from hostward.agent.detectors.logparse import LoginEvent
+from hostward.agent.detectors.logevents import LoginEvent
 
 T0 = datetime(2025, 11, 24, 12, 0, tzinfo=UTC).timestamp()
 ATTACKER = "203.0.113.7"

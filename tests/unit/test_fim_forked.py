@@ -12,7 +12,7 @@ from hostward.agent.fim.config import RootSet, WatchRoot
 from hostward.agent.fim.engine import FimEngine
 from hostward.agent.fim.forked import disjoint
 from hostward.agent.fim.scan import Scanner, stat_key
-from hostward.agent.fim.store import BaselineStore
+from hostward.agent.fim.store import BaselineStore, BaselineWriter, write_part
 
 
 def _b(p: Path | str) -> bytes:
@@ -184,3 +184,24 @@ def test_a_failed_merge_leaves_no_part_files(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="No space"):
         scanner.record_into([WatchRoot(_b(root))], _FailingSink(parts))
     assert os.listdir(parts) == []
+
+
+def test_a_part_of_many_rows_merges_back_to_the_same_rows(tmp_path: Path) -> None:
+    # 600 plain rows: two full multi-row statements and a remainder; every 7th row needs the "rest" table.
+    rows = []
+    for i in range(600):
+        sha = os.urandom(32) if i % 3 else None
+        xattrs = b"\x00\x08user.tag\x00\x00\x00\x01v" if i % 7 == 0 else None
+        error = "EACCES" if i % 11 == 0 else None
+        flags = None if i % 5 == 0 else i % 64
+        rows.append(
+            (b"/r/f%04d" % i, 0o100644, i, i + 1, i * 10, 1000 + i, i, i + 2, sha, flags, xattrs, None, error)
+        )
+    rows.append((b"/r/link", 0o120777, 0, 0, 6, 7, 8, 9, None, None, None, b"target", None))
+    with BaselineWriter(tmp_path / "b.db", []) as writer:
+        part = write_part(str(tmp_path), rows, os.getpid())
+        writer.merge_part(part)
+        os.unlink(part)
+        store = writer.finish([])
+    assert store.load() == {r[0]: r for r in rows}
+    store.close()

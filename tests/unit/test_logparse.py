@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from hostward.agent.detectors.logevents import ADDRESS, KIND, PATTERN, TIMESTAMP, LoginEvent
 from hostward.agent.detectors.logparse import LogParser, normalise_address
 from hostward.agent.detectors.logpatterns import load_patterns
 
@@ -53,7 +54,7 @@ def corpus() -> list[str]:
 def test_fast_path_and_reference_path_give_the_same_events() -> None:
     for line in corpus():
         fast = new_parser().parse_line(line)
-        slow = new_parser()._parse_slow(line)
+        slow = new_parser().parse_one(line)
         assert fast == slow, line
 
 
@@ -63,7 +64,7 @@ def test_counters_account_for_every_line_the_same_way_on_both_paths() -> None:
     fast.parse_many(lines)
     slow = new_parser()
     for line in lines:
-        slow._parse_slow(line)
+        slow.parse_one(line)
     assert fast.counters == slow.counters
     assert fast.counters.lines == len(lines)
 
@@ -78,7 +79,7 @@ def test_typical_lines_are_classified() -> None:
             "this is no log line at all\n",
         ]
     )
-    assert [e.pattern for e in events] == ["sshd-failed-password"]
+    assert [e[PATTERN] for e in events] == ["sshd-failed-password"]
     c = p.counters
     assert (c.events, c.unmatched, c.skipped, c.unparsed) == (1, 1, 1, 1)
 
@@ -97,7 +98,7 @@ def test_binary_garbage_and_enormous_lines_never_raise_and_are_counted() -> None
     )
     huge_bare = "x" * 1_048_576
     events = p.parse_many([*garbage, huge, huge_bare])
-    assert all(e.address is None or e.kind != "failure" for e in events)
+    assert all(e[ADDRESS] is None or e[KIND] != "failure" for e in events)
     c = p.counters
     assert c.oversize == 2
     assert c.lines == len(garbage) + 2
@@ -173,7 +174,7 @@ def test_rfc3339_and_bsd_lines_in_one_source() -> None:
             "2025-11-24T14:57:46+01:00 web01 sshd[1]: Failed password for root from 203.0.113.7 port 3 ssh2",
         ]
     )
-    assert [e.timestamp for e in events] == [
+    assert [e[TIMESTAMP] for e in events] == [
         datetime(2025, 11, 24, 13, 57, 44, 123456, tzinfo=UTC).timestamp(),
         datetime(2025, 11, 24, 13, 57, 45, tzinfo=UTC).timestamp(),
         datetime(2025, 11, 24, 13, 57, 46, tzinfo=UTC).timestamp(),
@@ -211,5 +212,27 @@ def test_journald_messages() -> None:
 
 
 def test_line_numbers_for_logtest() -> None:
-    lines = ["noise", "Nov 24 13:57:44 web01 sshd[1]: Invalid user a from 203.0.113.7 port 1", "noise"]
-    assert [n for n, _ in new_parser().parse_lines(lines)] == [2]
+    ok = "Nov 24 13:57:44 web01 sshd[1]: Invalid user a from 203.0.113.7 port 1"
+    bare = "Failed password for root from 203.0.113.8 port 2 ssh2"  # the reference path's line
+    lines = ["noise", ok, "noise", "", bare + "\r", "x" * 300, ok, "Nov 24 13:57:44 web01 CRON[2]: x"]
+    p = new_parser(max_line=200)
+    numbered = p.parse_numbered("\n".join(lines))
+    assert [n for n, _ in numbered] == [2, 5, 7]
+    assert [e for _, e in numbered] == [new_parser().parse_line(lines[n - 1]) for n in (2, 5, 7)]
+    assert (p.counters.lines, p.counters.oversize) == (len(lines), 1)
+
+
+def test_rows_are_plain_tuples_with_the_layout_of_login_event() -> None:
+    line = "Nov 24 13:57:44 web01 sshd[1]: Invalid user a from 203.0.113.7 port 1\n"
+    row = new_parser().parse_text(line)[0]
+    assert type(row) is tuple and len(row) == len(LoginEvent._fields)
+    event = LoginEvent._make(row)
+    assert (event.kind, event.user, event.address, event.port) == ("failure", "a", "203.0.113.7", 1)
+
+
+def test_a_port_of_thousands_of_digits_is_no_port_and_no_crash() -> None:
+    # int() refuses more than 4,300 digits; the line is still a failure from its address
+    line = "Nov 24 13:57:44 web01 sshd[1]: Failed password for root from 203.0.113.7 port " + "9" * 5000
+    fast, slow = new_parser().parse_text(line + "\n"), new_parser().parse_one(line)
+    assert fast == [slow] and slow is not None
+    assert (slow.address, slow.port) == ("203.0.113.7", None)

@@ -8,14 +8,22 @@ import re
 
 import pytest
 
+from hostward.agent.detectors.logcompile import default_compiled
+from hostward.agent.detectors.logevents import ADDRESS
 from hostward.agent.detectors.logparse import LogParser
-from hostward.agent.detectors.logpatterns import PatternError, _load_pattern, load_patterns, single_line_regex
+from hostward.agent.detectors.logpatterns import (
+    PatternError,
+    _load_pattern,
+    branch_optionals,
+    load_patterns,
+    single_line_regex,
+)
 from tests.unit.test_logparse import NOW, corpus, new_parser
 
 
 def reference(lines: list[str], **kw: object) -> tuple[list[object], object]:
     slow = new_parser(**kw)
-    events = [e for e in (slow._parse_slow(line) for line in lines) if e is not None]
+    events = [e for e in (slow.parse_one(line) for line in lines) if e is not None]
     return events, slow.counters
 
 
@@ -60,7 +68,7 @@ def test_crlf_empty_and_over_long_lines_inside_a_chunk() -> None:
     p = new_parser(max_line=200)
     events = p.parse_text("\n".join(lines) + "\n")
     assert events == want_events
-    assert [e.address for e in events] == ["203.0.113.7", "203.0.113.9", "203.0.113.7"]
+    assert [e[ADDRESS] for e in events] == ["203.0.113.7", "203.0.113.9", "203.0.113.7"]
     assert p.counters == want_counters
     assert (p.counters.oversize, p.counters.unparsed, p.counters.lines) == (3, 5, len(lines))
 
@@ -128,6 +136,37 @@ def test_shipped_patterns_match_the_same_on_a_line_after_the_rewrite() -> None:
             for start in range(len(sample)):
                 a, b = plain.match(sample, start), bound.match(sample, start)
                 assert (a and a.groupdict()) == (b and b.groupdict()), (pattern.id, sample, start)
+
+
+@pytest.mark.parametrize(
+    ("regex", "want"),
+    [
+        (r"a(?:b)?c", r"a(?:b|)c"),
+        (r"(?P<port>\d+)?x", r"(?:(?P<port>\d+)|)x"),
+        (r"(?:a(?: b)?)??c", r"(?:|a(?: b|))c"),
+        (r"(?:a|b)?", r"(?:a|b|)"),
+        (r"[(?:]?\(?:x\)?", r"[(?:]?\(?:x\)?"),
+        (r"(?=a)?b", r"(?=a)?b"),
+        (r"a(?:b)?+c", r"a(?:b)?+c"),
+        (r"(?:x(?P<n>y)?)+", r"(?:x(?:(?P<n>y)|))+"),
+        (r"(?#a (b)x(?:y)?", r"(?#a (b)x(?:y|)"),
+    ],
+)
+def test_branch_optionals(regex: str, want: str) -> None:
+    got = branch_optionals(regex)
+    assert got == want
+    for text in ("", "abc", "ac", "x", "12x", "a bc", "xyxy", "(?:x)", "b", "ab"):
+        for a, b in zip(re.finditer(regex, text), re.finditer(got, text), strict=True):
+            assert (a.span(), a.groups(), a.lastindex) == (b.span(), b.groups(), b.lastindex)
+
+
+def test_the_chunk_regex_matches_each_corpus_line_as_the_unrewritten_one_does() -> None:
+    rx, _ = default_compiled().chunk_regex()
+    plain = re.compile(rx.pattern.replace("|)", ")?"))  # every rewritten optional back as it was
+    assert plain.pattern != rx.pattern and plain.groupindex == rx.groupindex
+    text = "\n".join(line.replace("\n", " ") for line in corpus()) + "\n"
+    got = [(m.span(), m.lastindex, m.groups()) for m in rx.finditer(text)]
+    assert got == [(m.span(), m.lastindex, m.groups()) for m in plain.finditer(text)]
 
 
 def test_a_pattern_that_needs_a_newline_is_refused_at_load(tmp_path: object) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from hostward.agent.detectors.logparse import LoginEvent, LogParser
+from hostward.agent.detectors.logevents import LoginEvent
+from hostward.agent.detectors.logparse import LogParser
 from hostward.agent.detectors.logpatterns import PatternError, PatternSpec, load_patterns
 
 NOW = datetime(2025, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -72,7 +73,7 @@ def test_positive_samples_parse_to_their_annotation(pattern: PatternSpec) -> Non
         got = as_dict(fast)
         assert {k: got[k] for k in want} == want, f"{pattern.id}: {sample.line!r}"
         # the reference path (per-program buckets) must agree with the one-regex fast path
-        slow = parser(sample.hint)._parse_slow(sample.line)
+        slow = parser(sample.hint).parse_one(sample.line)
         assert slow == fast, f"{pattern.id}: fast and reference paths differ on {sample.line!r}"
 
 

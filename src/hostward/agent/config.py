@@ -61,6 +61,9 @@ class AgentConfig(BaseModel):
     accounts_interval_s: int = Field(
         default=3600, ge=10, le=7 * 86400, description="account check period unless the policy sets one"
     )
+    first_accounts_check_s: int = Field(
+        default=60, ge=1, le=3600, description="first account check after start (against the saved baseline)"
+    )
     host_root: Path = Field(default=Path("/"), description="root of the host filesystem (containers: /host)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     budget: BudgetConfig = Field(default_factory=BudgetConfig)

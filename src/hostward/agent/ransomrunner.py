@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hostward.agent.commands import failed, succeeded
+from hostward.agent.controlloop import ControlLoop
 from hostward.agent.enforcers.process import ProcessKiller
 from hostward.agent.enforcers.quarantine import QuarantineVault
 from hostward.agent.errors import AgentError
@@ -51,6 +51,7 @@ from hostward.wire import AlarmEvent, Command, CommandResult, DetectorHealth, Po
 
 if TYPE_CHECKING:
     from hostward.agent.commands import CommandDispatcher
+    from hostward.agent.malwarerunner import MalwareRunner
     from hostward.agent.runtime import Agent
     from hostward.agent.wtprunner import WtpRunner
 
@@ -118,10 +119,11 @@ def desired_from(bundle: PolicyBundle) -> Desired:
     return Desired(policy, interval, json.dumps(raw.get("policy"), sort_keys=True, default=str))
 
 
-class RansomRunner:
+class RansomRunner(ControlLoop):
     """The agent's ransomware component (see the module docstring)."""
 
     name = "ransomware"
+    poll_s = POLL_S
 
     def __init__(
         self,
@@ -135,11 +137,9 @@ class RansomRunner:
         use_fanotify: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
+        super().__init__(outbox, clock, notify)
         self.bait_state = str(self.state_dir / BAIT_STATE)
         self.snap_root = str(self.state_dir / SNAPSHOT_DIR)
-        self.outbox = outbox
-        self.clock = clock
-        self.notify = notify
         self.killer = killer
         self.vault = vault
         self.use_fanotify = use_fanotify
@@ -152,10 +152,6 @@ class RansomRunner:
         self._applied: Desired | None = None
         self._error = ""
         self._last_status: dict[str, Any] | None = None
-        self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self.counters: dict[str, int] = {
             "alarms": 0,
             "snapshots": 0,
@@ -165,17 +161,28 @@ class RansomRunner:
         }
 
     @classmethod
-    def for_agent(cls, agent: Agent) -> RansomRunner:
+    def for_agent(
+        cls, agent: Agent, *, wtp: WtpRunner | None = None, malware: MalwareRunner | None = None
+    ) -> RansomRunner:
         """The runner of a running agent: the vault and killer of its malware component (one vault per
         agent, and isolations show on the Isolated Files page through its ``isolated_file`` records)."""
         runner = cls(agent.cfg.state_dir, agent.outbox, agent.clock, notify=lambda: agent.outbox_ready.set())
-        runner.isolator_source = lambda: getattr(getattr(agent, "malware", None), "isolator", None)
-        runner.wtp = getattr(agent, "wtp", None)
+        if malware is not None:
+            runner.isolator_source = lambda: malware.isolator
+        runner.wtp = wtp
         return runner
 
     def _access(self, path: str) -> AbstractContextManager[object]:
         """Write access to a bait path (through web tamper protection when it runs here)."""
         return self.wtp.bait_access(path) if self.wtp is not None else nullcontext()
+
+    def _restoring(self, tops: Iterable[str]) -> AbstractContextManager[object]:
+        """A snapshot restore into directories web tamper protection locks goes through WTP."""
+        return (
+            self.wtp.maintenance("ransomware snapshot restore", tops)
+            if self.wtp is not None
+            else nullcontext()
+        )
 
     def _baits_changed(self) -> None:
         if self.wtp is not None:
@@ -200,40 +207,12 @@ class RansomRunner:
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name="hostward-ransomware", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop watching (the baits stay where they are until the capability is turned off)."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        with self._lock:
-            if self.monitor is not None:
-                self.monitor.stop()
-                self.monitor = None
-            self._applied = None
-
-    def step(self) -> None:
-        with self._lock:
-            self._apply()
-            self._tick()
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.step()
-            except Exception:
-                log.exception("ransomware control loop error")
-                self.counters["errors"] += 1
-            self._wake.wait(POLL_S)
-            self._wake.clear()
+    def _teardown(self) -> None:
+        # Stop watching (the baits stay where they are until the capability is turned off).
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
+        self._applied = None
 
     # ---- configuration --------------------------------------------------------------------------
 
@@ -250,7 +229,7 @@ class RansomRunner:
         self._error = ""
         # No lock: the control thread may hold it for a whole snapshot, and this runs on the heartbeat path.
         self._desired = desired
-        self._wake.set()
+        self.wake()
 
     @property
     def enabled(self) -> bool:
@@ -385,10 +364,6 @@ class RansomRunner:
                 except (AgentError, OSError, KeyError) as exc:
                     log.warning("ransomware: no isolated_file record: %s", exc)
 
-    def _put(self, event: AlarmEvent | RecordEvent) -> None:
-        self.outbox.put_many([event])
-        self.notify()
-
     def _emit_status(self, state: str, message: str) -> None:
         data = {"state": state, "message": message[:2000], "baits": len(self.baits)}
         if data == self._last_status:
@@ -414,7 +389,9 @@ class RansomRunner:
         bait_paths = {b.path for b in self.baits}
         try:
             with self._lock:  # not while a snapshot is being taken (and pruned)
-                result = store.restore(snap_id, keep=lambda p: p in bait_paths, under=under)
+                result = store.restore(
+                    snap_id, keep=lambda p: p in bait_paths, under=under, around=self._restoring
+                )
         except (AgentError, OSError) as exc:
             return failed(f"restore of snapshot {snap_id} failed: {exc}", snapshot_id=snap_id)
         self.counters["restores"] += 1

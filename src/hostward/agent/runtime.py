@@ -23,6 +23,7 @@ import httpx
 from hostward.agent.budget import EXIT_RSS_CAP, BudgetMonitor, Probe
 from hostward.agent.collectors.assets import AssetCollector, collect_accounts
 from hostward.agent.commands import CommandDispatcher, failed, succeeded
+from hostward.agent.components import Components
 from hostward.agent.config import AgentConfig
 from hostward.agent.detectors import (
     DetectorEvent,
@@ -39,19 +40,11 @@ from hostward.agent.errors import (
     NotEnrolled,
     TransportError,
 )
-from hostward.agent.fimrunner import ACCEPT_COMMAND, FimRunner
 from hostward.agent.lockfile import acquire_lock
-from hostward.agent.loginsec import LoginSecurity
-from hostward.agent.malwarerunner import SCAN_KINDS as MALWARE_SCAN_KINDS
-from hostward.agent.malwarerunner import MalwareRunner
-from hostward.agent.ransomrunner import RansomRunner
-from hostward.agent.riskchecks import RiskChecks
 from hostward.agent.scan import Commit, ScanJob, ScanQueue, ScanRunner
 from hostward.agent.state import Credentials, StateStore, ensure_private_dir
 from hostward.agent.transport import AgentClient, Backoff, Outbox, OutboxSender, pinned_context
 from hostward.agent.workers import Workers
-from hostward.agent.wtpctl import WtpControl
-from hostward.agent.wtprunner import WtpRunner
 from hostward.core.clock import Clock, SystemClock
 from hostward.wire import (
     AgentHealth,
@@ -72,7 +65,6 @@ EXIT_OK = 0
 FACTS_TTL_S = 60.0
 MAX_PENDING_RESULTS = 256
 MAX_BATCHES_PER_PASS = 1000
-FIRST_ACCOUNTS_CHECK_S = 60
 
 ClientFactory = Callable[[], AgentClient]
 
@@ -134,29 +126,10 @@ class Agent:
             notify=self._wake_sender,
         )
         self.scan_queue = ScanQueue()
-        self.fim = FimRunner.for_agent(self)
-        self.fim.configure(self.bundle)
-        self.dispatcher.register(ACCEPT_COMMAND, self.fim.accept_command)
-        self.scans.add_check("fim", self.fim.scan_check)
-        RiskChecks.for_agent(self).register(self.scans, self.dispatcher)
-        self.loginsec = LoginSecurity.for_agent(self)
-        self.loginsec.configure(self.bundle)
-        self.dispatcher.register("unblock_ip", self.loginsec.cmd_unblock)
-        self.malware = MalwareRunner.for_agent(self)
-        self.malware.configure(self.bundle)
-        self.fim.add_listener(self.malware.fim_changed)
-        for kind in MALWARE_SCAN_KINDS:
-            self.scans.add_check(kind, self.malware.scan_check(kind))
-        self.dispatcher.register("isolate_file", self.malware.cmd_isolate)
-        self.dispatcher.register("restore_file", self.malware.cmd_restore)
-        self.dispatcher.register("delete_isolated_file", self.malware.cmd_delete)
-        self.wtp = WtpRunner.for_agent(self)
-        self.wtp.configure(self.bundle)
-        self.wtp.register(self.dispatcher, self.scans)
-        self.wtpctl = WtpControl(cfg.state_dir, self.wtp)
-        self.ransom = RansomRunner.for_agent(self)
-        self.ransom.configure(self.bundle)
-        self.ransom.register(self.dispatcher)
+        # FIM, risk checks, login security, malware, WTP, ransomware: built, configured and registered.
+        parts = self.components = Components.for_agent(self)
+        self.fim, self.loginsec, self.malware = parts.fim, parts.loginsec, parts.malware
+        self.wtp, self.wtpctl, self.ransom = parts.wtp, parts.wtpctl, parts.ransom
         self._local = threading.local()
         self._once_client: AgentClient | None = None
 
@@ -166,7 +139,7 @@ class Agent:
         self.next_heartbeat = 0.0
         # Soon after start (the policy has had a heartbeat to arrive): catches account changes made
         # while the agent was stopped, against the baseline saved by the previous run.
-        self.next_accounts = clock.monotonic() + min(FIRST_ACCOUNTS_CHECK_S, self._accounts_interval())
+        self.next_accounts = clock.monotonic() + min(cfg.first_accounts_check_s, self._accounts_interval())
         self._next_budget = 0.0
 
         self.stopping = threading.Event()
@@ -261,10 +234,7 @@ class Agent:
         except TransportError as exc:
             log.warning("command poll failed: %s", exc)
         self._drain_scans(client)
-        self.fim.step()
-        self.malware.step(mono)
-        self.wtp.step()
-        self.ransom.step()
+        self.components.step(mono)
         if mono >= self.next_accounts:
             self.accounts_step(mono)
         for _ in range(MAX_BATCHES_PER_PASS):
@@ -314,11 +284,7 @@ class Agent:
             log.info("policy version %s applied (protection %s)", bundle.version, bundle.protection)
         with self._detect_lock:
             self.detectors.configure(bundle)
-        self.fim.configure(bundle)
-        self.loginsec.configure(bundle)
-        self.malware.configure(bundle)
-        self.wtp.configure(bundle)
-        self.ransom.configure(bundle)
+        self.components.configure(bundle)
         self.next_accounts = min(self.next_accounts, self.clock.monotonic() + self._accounts_interval())
 
     def _accounts_interval(self) -> int:
@@ -413,14 +379,7 @@ class Agent:
     def health(self) -> AgentHealth:
         budget = self.budget.state
         stats = self.outbox.stats()
-        detectors = [
-            *self.detectors.health(),
-            *self.fim.health(),
-            *self.loginsec.health_entries(),
-            *self.malware.health(),
-            *self.wtp.health(),
-            *self.ransom.health(),
-        ]
+        detectors = [*self.detectors.health(), *self.components.health()]
         detectors.append(
             DetectorHealth(
                 name="outbox",
@@ -535,12 +494,7 @@ class Agent:
             log.info("log sources configured (used by the log capabilities): %s", self.cfg.log_sources)
         try:
             self.workers.start()
-            self.fim.start()
-            self.loginsec.start()
-            self.malware.start()
-            self.wtp.start()
-            self.wtpctl.start()
-            self.ransom.start()
+            self.components.start()
             while not self.stopping.is_set():
                 if self._signal is not None:
                     self.request_stop(f"signal {signal.Signals(self._signal).name}")
@@ -571,12 +525,8 @@ class Agent:
         self._phase("cancel-scan", self.scan_queue.cancel_current)
         self._phase("close-clients", self._close_clients)
         self._phase("join", lambda: self.workers.join(timeout))
-        self._phase("fim", self.fim.stop)
-        self._phase("loginsec", self.loginsec.stop)
-        self._phase("wtpctl", self.wtpctl.stop)
-        self._phase("wtp", self.wtp.stop)
-        self._phase("ransomware", self.ransom.stop)
-        self._phase("malware", self.malware.stop)
+        for component in self.components.shutdown_order():
+            self._phase(component.name, component.stop)
         self._phase("detectors", self.detectors.stop)
         self._phase("outbox", self.outbox.close)
         self._phase("state", self.state.close)

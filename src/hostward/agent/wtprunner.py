@@ -28,14 +28,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hostward.agent.controlloop import ControlLoop
 from hostward.agent.errors import AgentError
 from hostward.agent.scan import CheckUnavailable, ScanJob
 from hostward.agent.transport.outbox import Outbox
@@ -83,10 +83,11 @@ __all__ = [
 ]
 
 
-class WtpRunner:
+class WtpRunner(ControlLoop):
     """The agent's WTP component (see the module docstring); ``start``/``stop`` bracket its thread."""
 
     name = "wtp"
+    poll_s = POLL_S
 
     def __init__(
         self,
@@ -102,10 +103,8 @@ class WtpRunner:
         self.state_dir = Path(state_dir)
         self.state_path = self.state_dir / STATE_NAME
         self.session_path = self.state_dir / SESSION_NAME
+        super().__init__(outbox, clock, notify)
         self._baits: set[str] = set()
-        self.outbox = outbox
-        self.clock = clock
-        self.notify = notify
         self.uploader = uploader
         self.use_fanotify = use_fanotify
         self.local_now = local_now or (lambda: clock.now().astimezone())
@@ -120,10 +119,6 @@ class WtpRunner:
         self._last_status: dict[str, Any] | None = None
         self._uploaded_at: str | None = None
         self.remote_message = ""
-        self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self.counters: dict[str, int] = {"tampers": 0, "rebuilds": 0, "reloads": 0, "errors": 0, "uploads": 0}
 
     @classmethod
@@ -151,43 +146,14 @@ class WtpRunner:
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name="hostward-wtp", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop watching; the locks stay (the files remain protected while the agent is down)."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        with self._lock:
-            if self.guard is not None:
-                self.guard.stop()
-                if self.guard._privileged:
-                    self._end_open_session(self.guard)
-                self.guard = None
-            self._applied_key = None
-
-    def step(self) -> None:
-        """One pass of the thread's duties (tests drive the agent this way)."""
-        with self._lock:
-            self._apply()
-            self._tick()
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.step()
-            except Exception:
-                log.exception("wtp control loop error")
-                self.counters["errors"] += 1
-            self._wake.wait(POLL_S)
-            self._wake.clear()
+    def _teardown(self) -> None:
+        # Stop watching; the locks stay (the files remain protected while the agent is down).
+        if self.guard is not None:
+            self.guard.stop()
+            if self.guard._privileged:
+                self._end_open_session(self.guard)
+            self.guard = None
+        self._applied_key = None
 
     # ---- configuration --------------------------------------------------------------------------
 
@@ -208,7 +174,7 @@ class WtpRunner:
         # No lock: the control thread may hold it for a whole backup, and this runs on the heartbeat path.
         self._desired = desired
         self._retry_at = 0.0
-        self._wake.set()
+        self.wake()
 
     @property
     def enabled(self) -> bool:
@@ -376,8 +342,7 @@ class WtpRunner:
         event = RecordEvent(
             key=f"wtp-tamper-{new_id()}", occurred_at=self.clock.now(), topic=TAMPER_TOPIC, data=dict(record)
         )
-        self.outbox.put_many([event, alarm])
-        self.notify()
+        self._put(event, alarm)
 
     @staticmethod
     def _status_dict(guard: WtpGuard, status: WtpStatus) -> dict[str, Any]:
@@ -422,11 +387,11 @@ class WtpRunner:
         if data == self._last_status:
             return
         self._last_status = data
-        event = RecordEvent(
-            key=f"wtp-status-{new_id()}", occurred_at=self.clock.now(), topic=STATUS_TOPIC, data=data
+        self._put(
+            RecordEvent(
+                key=f"wtp-status-{new_id()}", occurred_at=self.clock.now(), topic=STATUS_TOPIC, data=data
+            )
         )
-        self.outbox.put_many([event])
-        self.notify()
 
     # ---- privileged sessions (hostward wtp exec) -----------------------------------------------
 
@@ -445,16 +410,48 @@ class WtpRunner:
         if real not in allowed:
             names = ", ".join(sorted(allowed)) or "none"
             raise NotPrivileged(f"{real} is not a privileged process (allowed: {names})")
-        self._session_mark(True, exe=real)
+        with self._session(guard, real, session_pid):
+            yield guard
+
+    @contextmanager
+    def _session(self, guard: RunnerGuard, what: str, session_pid: int | None) -> Iterator[None]:
+        self._session_mark(True, exe=what)
         try:
             with guard.privileged(session_pid):
-                yield guard
+                yield
             with guard._lock:
                 if not guard._privileged:  # the backup holds the update now
                     self._session_mark(False)
         finally:
             self.publish()
-            self._wake.set()  # the remote copy follows the refreshed backup
+            self.wake()  # the remote copy follows the refreshed backup
+
+    def touches(self, paths: Iterable[str]) -> bool:
+        """Whether web tamper protection is on for any of ``paths``, or for a directory below one."""
+        guard = self.guard
+        if guard is None:
+            return False
+        norm = [os.path.normpath(p) for p in paths]
+        return any(
+            guard.config.dir_for(p) is not None
+            or any(d.path.startswith(p.rstrip("/") + "/") for d in guard.config.dirs)
+            for p in norm
+        )
+
+    @contextmanager
+    def maintenance(self, what: str, paths: Iterable[str]) -> Iterator[None]:
+        """The agent itself rewrites files below ``paths`` (a ransomware snapshot restore): where WTP
+        protects them, the lock is lifted for the agent's own writes (other named writers are still
+        rolled back), then the backup is refreshed with the result and everything locked again — as
+        for a ``wtp exec`` session, including the agent dying half-way (the next start captures
+        afresh). Elsewhere this does nothing."""
+        guard = self.guard
+        if guard is None or not self.touches(paths):
+            yield
+            return
+        log.info("wtp: lock lifted for %s", what)
+        with self._session(guard, what, None):
+            yield
 
     def _session_mark(self, on: bool, exe: str = "") -> None:
         try:

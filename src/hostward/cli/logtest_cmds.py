@@ -2,7 +2,8 @@
 
 Standalone (no manager, no agent), like ``fail2ban-regex``: operators check that their own logs are
 recognised before relying on brute-force blocking. One line (or JSON object) per recognised line —
-line number, kind (failure / success / other), service, user, address — then a summary.
+line number, kind (failure / success / other), service, user, address — then a summary. The file takes
+the agent's own path: chunks of whole lines into the chunk parser (``LogParser.parse_numbered``).
 """
 
 from __future__ import annotations
@@ -10,28 +11,55 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import typer
 
 from hostward.cli.errors import CliError
 
 EXIT_USAGE = 2
+READ_BYTES = 8 << 20  # one read: as the agent's tailer reads at most per poll
+MAX_LINE_BYTES = 1 << 20  # as the tailer: a longer line is handed out cut
 
 
-def _open(file: Path) -> TextIO:
+def _open(file: Path) -> BinaryIO:
     if str(file) == "-":
-        return sys.stdin
+        return sys.stdin.buffer
     try:
-        # newline="": keep CR of CRLF lines (sshd -E writes them); the parser strips line endings itself
-        return open(file, encoding="utf-8", errors="replace", newline="")
+        return open(file, "rb")
     except FileNotFoundError as exc:
         raise CliError(f"{file}: no such file") from exc
     except IsADirectoryError as exc:
         raise CliError(f"{file}: is a directory") from exc
     except OSError as exc:
         raise CliError(f"{file}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _chunks(stream: BinaryIO) -> Iterator[str]:
+    """The stream as decoded chunks of whole lines (the last one may lack its newline), the way the
+    agent's log tailer hands them to the parser: lines end at newlines only, invalid UTF-8 is replaced,
+    and a line longer than ``MAX_LINE_BYTES`` is cut there (the parser counts it as oversize)."""
+    partial = b""
+    discarding = False  # inside an over-long line that was already handed out cut
+    while block := stream.read(READ_BYTES):
+        data = partial + block if partial else block
+        end = data.rfind(b"\n")
+        start = 0
+        if end >= 0:
+            if discarding:
+                start = data.find(b"\n") + 1
+                discarding = False
+            if start <= end:
+                yield data[start : end + 1].decode("utf-8", "replace")
+        partial = data[end + 1 :]
+        if len(partial) > MAX_LINE_BYTES:
+            if not discarding:
+                yield partial[:MAX_LINE_BYTES].decode("utf-8", "replace") + "\n"
+            partial, discarding = b"", True
+    if partial and not discarding:
+        yield partial.decode("utf-8", "replace")
 
 
 def logtest(
@@ -47,6 +75,7 @@ def logtest(
     ),
 ) -> None:
     """Show which lines of a log file the login-security patterns recognise (no manager needed)."""
+    from hostward.agent.detectors.logevents import as_event
     from hostward.agent.detectors.logparse import LogParser
     from hostward.agent.detectors.logpatterns import PatternError
 
@@ -61,29 +90,30 @@ def logtest(
     failures_by_address: Counter[str] = Counter()
     out = sys.stdout
     stream = _open(file)
+    base = 0  # lines before the current chunk
     try:
-        for number, event in parser.parse_lines(stream):
-            kinds[event.kind] += 1
-            patterns[event.pattern] += 1
-            if event.kind == "failure" and event.address:
-                failures_by_address[event.address] += 1
-            record = {
-                "line": number,
-                "kind": event.kind,
-                "service": event.service,
-                "user": event.user,
-                "address": event.address,
-                "method": event.method,
-                "port": event.port,
-                "timestamp": event.when.isoformat() if event.when else None,
-                "pattern": event.pattern,
-            }
-            if json_output:
-                out.write(json.dumps(record) + "\n")
-            else:
-                out.write(_human(record) + "\n")
+        for chunk in _chunks(stream):
+            for number, row in parser.parse_numbered(chunk):
+                event = as_event(row)
+                kinds[event.kind] += 1
+                patterns[event.pattern] += 1
+                if event.kind == "failure" and event.address:
+                    failures_by_address[event.address] += 1
+                record = {
+                    "line": base + number,
+                    "kind": event.kind,
+                    "service": event.service,
+                    "user": event.user,
+                    "address": event.address,
+                    "method": event.method,
+                    "port": event.port,
+                    "timestamp": event.when.isoformat() if event.when else None,
+                    "pattern": event.pattern,
+                }
+                out.write(json.dumps(record) + "\n" if json_output else _human(record) + "\n")
+            base += chunk.count("\n")
     finally:
-        if stream is not sys.stdin:
+        if stream is not sys.stdin.buffer:
             stream.close()
     counters = parser.counters
     summary: dict[str, Any] = {

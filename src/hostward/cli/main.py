@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import typer
+from typing import TYPE_CHECKING
 
 from hostward import __version__
 from hostward.cli.errors import CliError
 from hostward.core.errors import ConfigError, HostwardError
+
+if TYPE_CHECKING:
+    import typer
 
 EXIT_CONFIG = 2
 
@@ -30,6 +32,8 @@ class State:
 
 
 def _version(value: bool) -> None:
+    import typer
+
     if value:
         sys.stdout.write(f"hostward {__version__}\n")
         raise typer.Exit()
@@ -37,6 +41,8 @@ def _version(value: bool) -> None:
 
 def build_app() -> typer.Typer:
     """The full command tree (built on demand: importing this module registers nothing)."""
+    import typer
+
     from hostward.cli import (
         agent_cmds,
         alarms_cmds,
@@ -71,6 +77,8 @@ def build_app() -> typer.Typer:
         state = ctx.ensure_object(State)
         state.debug = state.debug or debug
 
+    # typer is imported here, not with this module (see ``run``): resolve the annotation it reads now.
+    root.__annotations__["ctx"] = typer.Context
     app.add_typer(manager_cmds.app, name="manager")
     app.command("up")(up_cmd.up)
     app.command("login")(auth_cmds.login)
@@ -104,6 +112,8 @@ def _add_wtp_exec(app: typer.Typer) -> None:
 
 def _add_risk_commands(app: typer.Typer) -> None:
     """Standalone checks (no manager needed): log test, baseline, vulnerabilities, weak passwords."""
+    import typer
+
     from hostward.cli import logtest_cmds, malware_cmds, risk_cmds
 
     app.command("logtest")(logtest_cmds.logtest)
@@ -156,8 +166,17 @@ def run(argv: Sequence[str] | None = None) -> None:
     if "--debug" in args:
         state.debug = True
         args = [a for a in args if a != "--debug"]
-    command = typer.main.get_command(build_app())
+    # A plain `fim init|check` line runs without building the command tree (typer, pydantic and every
+    # command module cost about half a second, most of a quick check); anything else, or anything the
+    # small parser declines (help, usage errors), goes through typer.
+    fast = _fim_fast(args)
+    if fast is None:
+        import typer
+
+        command = typer.main.get_command(build_app())
     try:
+        if fast is not None:
+            raise SystemExit(fast())
         command.main(args=args, prog_name="hostward", obj=state)
     except CliError as exc:
         _fail(state, exc.message, exc.exit_code)
@@ -167,6 +186,14 @@ def run(argv: Sequence[str] | None = None) -> None:
         _fail(state, exc.message, 1)
     except Exception as exc:
         _fail(state, f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+
+
+def _fim_fast(args: list[str]) -> Callable[[], int] | None:
+    if args[:1] != ["fim"] or args[1:2] not in (["init"], ["check"]):
+        return None
+    from hostward.cli.fim_standalone import fast_command
+
+    return fast_command(args[1:])
 
 
 def main() -> None:

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "logtail.json"
 HEAD_BYTES = 256
-READ_CHUNK = 1 << 20
 MAX_READ_PER_POLL = 8 << 20  # bounds memory and latency of one poll; the rest comes next poll
+READ_CHUNK = MAX_READ_PER_POLL  # one read per poll: one decode, one text, nothing to join
 MAX_LINE_BYTES = 1 << 20
 
 
@@ -100,6 +100,13 @@ class _Open:
     head: bytes = b""
     partial: bytes = b""
     discarding: bool = False  # inside an over-long line: drop bytes up to its newline
+
+
+def _may_hold_long_line(buf: bytearray, start: int, end: int) -> bool:
+    """False when no line of ``buf[start:end]`` is over ``MAX_LINE_BYTES``, found without a step per line:
+    a line that long holds a whole aligned window of ``MAX_LINE_BYTES // 2`` bytes without a newline."""
+    width = MAX_LINE_BYTES // 2
+    return any(buf.find(b"\n", k, k + width) < 0 for k in range(start, end - width + 1, width))
 
 
 @dataclass
@@ -233,36 +240,49 @@ class FileTailer:
         total = 0
         while total < budget:
             try:
-                chunk = os.pread(handle.fd, min(READ_CHUNK, budget - total), handle.pos)
+                want = min(READ_CHUNK, budget - total, os.fstat(handle.fd).st_size - handle.pos)
+                if want <= 0:
+                    break
+                # read in behind the kept partial line: the run of lines is decoded straight from this
+                # buffer, with no copy to join the partial line and the new bytes
+                keep = len(handle.partial)
+                buf = bytearray(keep + want)
+                buf[:keep] = handle.partial
+                got = os.preadv(handle.fd, [memoryview(buf)[keep:]], handle.pos)
             except OSError as exc:
                 log.warning("read %s: %s", self.path, exc)
                 break
-            if not chunk:
+            if not got:
                 break
-            handle.pos += len(chunk)
-            total += len(chunk)
-            self._split(handle, chunk, out)
+            handle.pos += got
+            total += got
+            self._split(handle, buf, keep + got, out)
         if final and handle.partial:
             self._emit_partial(handle, out)
         self.counters["bytes"] += total
         return total
 
-    def _split(self, handle: _Open, chunk: bytes, out: list[str]) -> None:
-        data = handle.partial + chunk if handle.partial else chunk
-        end = data.rfind(b"\n")
+    def _split(self, handle: _Open, buf: bytearray, length: int, out: list[str]) -> None:
+        """Hand out the complete lines of ``buf[:length]`` (the kept partial line, then the new bytes)."""
+        data = memoryview(buf)[:length]
+        end = buf.rfind(b"\n", 0, length)
         if end < 0:
-            handle.partial = data
+            handle.partial = bytes(data)
         else:
             start = 0
             if handle.discarding:
                 # the rest of an over-long line that was already handed out cut
-                start = data.find(b"\n") + 1
+                start = buf.find(b"\n", 0, length) + 1
                 handle.discarding = False
             if start <= end:
                 # one decode for the whole run of lines: a newline never ends inside a UTF-8 sequence
-                out.append(data[start : end + 1].decode("utf-8", "replace"))
-                self.counters["lines"] += data.count(b"\n", start, end + 1)
-            handle.partial = data[end + 1 :]
+                if _may_hold_long_line(buf, start, end + 1):
+                    out.append(self._cut_long_lines(bytes(data[start : end + 1])))
+                else:
+                    out.append(str(data[start : end + 1], "utf-8", "replace"))
+                self.counters["lines"] += buf.count(b"\n", start, end + 1)
+            handle.partial = bytes(data[end + 1 :])
+        data.release()
         if len(handle.partial) > MAX_LINE_BYTES:
             # hand out the first MiB (the parser counts it as oversize) and drop the rest of that line
             if not handle.discarding:
@@ -270,6 +290,15 @@ class FileTailer:
                 self.counters["long_lines"] += 1
             handle.partial = b""
             handle.discarding = True
+
+    def _cut_long_lines(self, run: bytes) -> str:
+        """``run`` (whole lines) decoded, every line over ``MAX_LINE_BYTES`` cut there and counted."""
+        lines = run[:-1].split(b"\n")
+        for i, line in enumerate(lines):
+            if len(line) > MAX_LINE_BYTES:
+                lines[i] = line[:MAX_LINE_BYTES]
+                self.counters["long_lines"] += 1
+        return b"\n".join(lines).decode("utf-8", "replace") + "\n"
 
     def _emit_partial(self, handle: _Open, out: list[str]) -> None:
         if handle.partial and not handle.discarding:

@@ -1,6 +1,6 @@
-"""Brute-force detection over ``LoginEvent``s: sliding windows per source per service, block decisions,
-``login_0001`` (brute force), ``login_0002`` (brute force then a success, critical) and ``login_1001``
-(successful login, when reporting is on).
+"""Brute-force detection over login events (``LoginRow``): sliding windows per source per service,
+block decisions, ``login_0001`` (brute force), ``login_0002`` (brute force then a success, critical)
+and ``login_1001`` (successful login, when reporting is on).
 
 Pure logic: the caller passes every event with ``now`` (epoch seconds) and the safety list; nothing
 here reads a clock, a file or the firewall. Sources are aggregated (IPv4 /32, IPv6 /64 by default), so
@@ -21,6 +21,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hostward.agent.detectors.logevents import (
+    ADDRESS,
+    COUNTING,
+    KIND,
+    METHOD,
+    PORT,
+    SERVICE,
+    TIMESTAMP,
+    USER,
+    LoginRow,
+)
 from hostward.agent.detectors.loginrules import (
     LOOPBACK,
     MAX_LOCK_MINUTES,
@@ -28,7 +39,6 @@ from hostward.agent.detectors.loginrules import (
     BruteForceSettings,
     SafetyList,
 )
-from hostward.agent.detectors.logparse import LoginEvent
 from hostward.core.ids import new_id
 from hostward.core.net import IPAddress, IPNetwork, aggregate_source, parse_address, parse_network
 from hostward.wire import AlarmEvent, DetectorHealth, alarm_class
@@ -98,7 +108,7 @@ def _iso(epoch: float) -> str:
 
 
 class BruteForceDetector:
-    """Feeds on ``LoginEvent``s; returns a ``Verdict`` (blocks and alarms) per event."""
+    """Feeds on event rows (a ``LoginEvent`` is one too); returns a ``Verdict`` (blocks, alarms) per event."""
 
     name = "login_bruteforce"
 
@@ -161,34 +171,35 @@ class BruteForceDetector:
 
     # ---- feeding ------------------------------------------------------------------------------------
 
-    def feed(self, event: LoginEvent, now: float) -> Verdict:
+    def feed(self, event: LoginRow, now: float) -> Verdict:
         """Account one event observed at ``now`` (epoch seconds)."""
         self.counters["events"] += 1
         verdict = Verdict()
-        if event.kind not in ("failure", "success"):
+        if event[KIND] not in ("failure", "success"):
             return verdict
-        if event.address is None:
+        address, ts = event[ADDRESS], event[TIMESTAMP]
+        if address is None:
             self.counters["no_address"] += 1
             return verdict
         try:
-            addr = parse_address(event.address)
+            addr = parse_address(address)
         except ValueError:
             self.counters["no_address"] += 1
             return verdict
-        t = now if event.timestamp is None else min(event.timestamp, now + _FUTURE_SKEW_S)
+        t = now if ts is None else min(ts, now + _FUTURE_SKEW_S)
         if t > now:
             t = now
         if t < now - self.settings.long_window_s:
             self.counters["stale"] += 1  # an old line (a backlog after a restart): no decision on it
             return verdict
         network = aggregate_source(addr, self.settings.ipv6_prefix)
-        if event.kind == "success":
+        if event[KIND] == "success":
             self._success(event, addr, network, t, now, verdict)
         else:
             self._failure(event, addr, network, t, now, verdict)
         return verdict
 
-    def feed_many(self, events: Iterable[LoginEvent], now: float) -> Verdict:
+    def feed_many(self, events: Iterable[LoginRow], now: float) -> Verdict:
         total = Verdict()
         for event in events:
             verdict = self.feed(event, now)
@@ -203,13 +214,13 @@ class BruteForceDetector:
     # ---- internals ----------------------------------------------------------------------------------
 
     def _failure(
-        self, event: LoginEvent, addr: IPAddress, network: IPNetwork, t: float, now: float, verdict: Verdict
+        self, event: LoginRow, addr: IPAddress, network: IPNetwork, t: float, now: float, verdict: Verdict
     ) -> None:
         self.counters["failures"] += 1
-        if event.counting == "followup":
+        if event[COUNTING] == "followup":
             return
         s = self.settings
-        key = (str(network), event.service)
+        key = (str(network), event[SERVICE])
         window = self._window(key, t)
         if not self._count(window, event):
             return
@@ -217,8 +228,9 @@ class BruteForceDetector:
         window.attempts += 1
         window.last = max(window.last, t)
         window.address = str(addr)
-        if event.user and event.user not in window.users and len(window.users) < _MAX_USERS:
-            window.users.append(event.user)
+        user = event[USER]
+        if user and user not in window.users and len(window.users) < _MAX_USERS:
+            window.users.append(user)
         times = window.times
         times.append(max(t, times[-1]) if times else t)
         offender = self._offenders.get(key[0])
@@ -235,11 +247,12 @@ class BruteForceDetector:
             )
             self._detected(window, key, addr, network, reason, now, verdict)
 
-    def _count(self, window: _Window, event: LoginEvent) -> bool:
+    def _count(self, window: _Window, event: LoginRow) -> bool:
         """Whether this failure line counts as one more attempt (connection-aware, see module doc)."""
-        if event.port is None or event.address is None:
+        address, port = event[ADDRESS], event[PORT]
+        if port is None or address is None:
             return True
-        conn = (event.address, event.port)
+        conn = (address, port)
         state = window.connections.get(conn)
         if state is None:
             state = window.connections[conn] = [0, 0]
@@ -247,7 +260,7 @@ class BruteForceDetector:
                 window.connections.popitem(last=False)
         else:
             window.connections.move_to_end(conn)
-        if event.counting == "attempt":
+        if event[COUNTING] == "attempt":
             state[0] += 1
             if state[0] > state[1]:
                 state[1] = state[0]
@@ -338,20 +351,20 @@ class BruteForceDetector:
         window.users = []
 
     def _success(
-        self, event: LoginEvent, addr: IPAddress, network: IPNetwork, t: float, now: float, verdict: Verdict
+        self, event: LoginRow, addr: IPAddress, network: IPNetwork, t: float, now: float, verdict: Verdict
     ) -> None:
         self.counters["successes"] += 1
         s = self.settings
         base = {
             "login_ip": str(addr),
-            "username": event.user or "",
-            "service": event.service,
-            "method": event.method,
+            "username": event[USER] or "",
+            "service": event[SERVICE],
+            "method": event[METHOD],
             "login_time": _iso(t),
         }
         if s.report_success:
-            title = f"Successful {event.service} login of {event.user or '?'} from {addr}"
-            fingerprint = f"{SUCCESSFUL_LOGIN}:{event.service}:{addr}:{event.user}"
+            title = f"Successful {event[SERVICE]} login of {event[USER] or '?'} from {addr}"
+            fingerprint = f"{SUCCESSFUL_LOGIN}:{event[SERVICE]}:{addr}:{event[USER]}"
             verdict.alarms.append(self._alarm(SUCCESSFUL_LOGIN, fingerprint, title, dict(base), now))
         offender = self._offenders.get(str(network))
         if offender is None or offender.flagged_at is None or now - offender.flagged_at > s.success_window_s:
@@ -362,8 +375,9 @@ class BruteForceDetector:
             "network": str(network),
             "blocked": offender.blocked_until > now,
         }
-        title = f"Brute-force attack on {event.service} from {addr}, then a successful login of {event.user}"
-        fingerprint = f"{BRUTE_FORCE_SUCCEEDED}:{event.service}:{network}:{event.user}"
+        service, user = event[SERVICE], event[USER]
+        title = f"Brute-force attack on {service} from {addr}, then a successful login of {user}"
+        fingerprint = f"{BRUTE_FORCE_SUCCEEDED}:{event[SERVICE]}:{network}:{event[USER]}"
         verdict.alarms.append(self._alarm(BRUTE_FORCE_SUCCEEDED, fingerprint, title, evidence, now))
 
     def _alarm(

@@ -28,8 +28,9 @@ from hostward.agent.collectors.logsources import LogSource, discover_sources, pa
 from hostward.agent.collectors.logtail import LogWatch
 from hostward.agent.commands import failed, succeeded
 from hostward.agent.detectors.bruteforce import BruteForceDetector, Verdict
+from hostward.agent.detectors.logevents import ADDRESS, KIND, LoginRow
 from hostward.agent.detectors.loginrules import SafetyList
-from hostward.agent.detectors.logparse import LoginEvent, LogParser
+from hostward.agent.detectors.logparse import LogParser
 from hostward.agent.enforcers.blockledger import BlockEntry, BlockLedger
 from hostward.agent.enforcers.firewall import Firewall, FirewallError
 from hostward.agent.loginsec import safety
@@ -217,7 +218,7 @@ class LoginSecurity:
             self.apply_config()
         batches = self.watch.poll(timeout)
         if batches:
-            events: list[LoginEvent] = []
+            events: list[LoginRow] = []
             for batch in batches:
                 parser = self.parsers[batch.source.key]
                 if batch.text:
@@ -236,7 +237,7 @@ class LoginSecurity:
         if now >= self._safety_at:
             self.apply_config()
 
-    def handle(self, events: list[LoginEvent]) -> None:
+    def handle(self, events: list[LoginRow]) -> None:
         """Feed events to the detector, apply its blocks in one batch, send alarms and records."""
         now = self.clock()
         out: list[AlarmEvent | RecordEvent] = []
@@ -245,7 +246,7 @@ class LoginSecurity:
             desired = self.desired
             for event in events:
                 self.counters["events"] += 1
-                if event.kind == "success" and event.address and desired.detect:
+                if event[KIND] == "success" and event[ADDRESS] and desired.detect:
                     out.append(login_record(event, now))
                 if desired.detect:
                     v = self.detector.feed(event, now)

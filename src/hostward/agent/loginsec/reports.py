@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hostward.agent.detectors.bruteforce import BlockDecision
-from hostward.agent.detectors.logparse import LoginEvent
+from hostward.agent.detectors.logevents import LoginRow, as_event
 from hostward.core.ids import new_id
 from hostward.wire import RecordEvent
 
@@ -31,8 +31,9 @@ def record(topic: str, now: float, data: dict[str, Any]) -> RecordEvent:
     return RecordEvent(key=new_id(), occurred_at=datetime.fromtimestamp(now, UTC), topic=topic, data=data)
 
 
-def login_record(event: LoginEvent, now: float) -> RecordEvent:
+def login_record(row: LoginRow, now: float) -> RecordEvent:
     """The ``login`` record of a successful login (the manager's abnormal-login rule reads it)."""
+    event = as_event(row)
     when = event.when or datetime.fromtimestamp(now, UTC)
     data = {
         "user": event.user or "",

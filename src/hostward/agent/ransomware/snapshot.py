@@ -12,7 +12,8 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -106,11 +107,13 @@ class SnapshotStore:
         remove_new: bool = True,
         under: str | None = None,
         keep: Callable[[str], bool] = lambda _p: False,
+        around: Callable[[Sequence[str]], AbstractContextManager[object]] = lambda _tops: nullcontext(),
     ) -> RestoreResult:
         """Put the tree(s) back as snapshot ``snap_id`` saw them (optionally only below ``under``).
 
         Files that are not in the snapshot are displaced unless ``keep(path)`` (bait files) or they
-        lie in a directory the policy excluded when the snapshot was taken.
+        lie in a directory the policy excluded when the snapshot was taken. The writes run inside
+        ``around(tops)`` (web tamper protection lifts its lock there).
         """
         path = os.path.join(self.dir, f"{snap_id}.json")
         if os.sep in snap_id or not os.path.exists(path):
@@ -124,20 +127,21 @@ class SnapshotStore:
             tops = [under]
         restored: list[str] = []
         displaced: list[str] = []
-        for p in sorted(manifest):
-            entry = manifest[p]
-            if not matches(p, entry):
-                if os.path.isdir(p) and not os.path.islink(p) and entry.kind != "dir":
-                    displaced.append(self._displace(p))
-                write_entry(self.store, p, entry)
-                restored.append(p)
-        if remove_new:
-            for top in tops:
-                if not os.path.isdir(top):
-                    continue
-                for p, st in list(walk(top, excluded.is_excluded)):
-                    if p not in manifest and not stat.S_ISDIR(st.st_mode) and not keep(p):
+        with around(tops):
+            for p in sorted(manifest):
+                entry = manifest[p]
+                if not matches(p, entry):
+                    if os.path.isdir(p) and not os.path.islink(p) and entry.kind != "dir":
                         displaced.append(self._displace(p))
+                    write_entry(self.store, p, entry)
+                    restored.append(p)
+            if remove_new:
+                for top in tops:
+                    if not os.path.isdir(top):
+                        continue
+                    for p, st in list(walk(top, excluded.is_excluded)):
+                        if p not in manifest and not stat.S_ISDIR(st.st_mode) and not keep(p):
+                            displaced.append(self._displace(p))
         return RestoreResult(snap_id, restored, displaced)
 
     def _displace(self, path: str) -> str:

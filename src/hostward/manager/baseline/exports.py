@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from hostward.core.errors import Invalid
 from hostward.manager.baseline import service
-from hostward.manager.risk.export import Column, check_format, collect, export_response
+from hostward.manager.risk.export import Column, check_export, collect, export_response, row_fields
 
 MAX_EXPORT = 5_000  # the reference's limit
 VIEWS = ("results", "checks", "weak_passwords")
@@ -55,12 +53,6 @@ _RESULT_FIELDS: tuple[str, ...] = (
 _WEAK_FIELDS = ("id", "server_id", "username", "account_type", "reasons", "first_seen", "last_seen")
 
 
-def _fields(row: Any, names: tuple[str, ...], server_name: str) -> dict[str, Any]:
-    out = {f: getattr(row, f) for f in names}
-    out["server_name"] = server_name
-    return out
-
-
 def export(
     session: Session,
     *,
@@ -74,9 +66,7 @@ def export(
     q: str | None = None,
 ) -> Response:
     """``view`` rows (filtered like the lists) as CSV or JSON, at most ``MAX_EXPORT``."""
-    fmt = check_format(fmt)
-    if view not in VIEWS:
-        raise Invalid(f"view must be one of {', '.join(VIEWS)}")
+    fmt = check_export(fmt, view, VIEWS)
     if view == "checks":
         rows = collect(
             lambda o, n: service.list_checks(
@@ -92,7 +82,7 @@ def export(
             ),
             MAX_EXPORT,
         )
-        rows = [_fields(w, _WEAK_FIELDS, name) for w, name in pairs]
+        rows = [row_fields(w, _WEAK_FIELDS, name) for w, name in pairs]
         return export_response(rows, WEAK_COLUMNS, fmt, "weak-passwords", now)
     triples = collect(
         lambda o, n: service.list_results(
@@ -100,5 +90,5 @@ def export(
         ),
         MAX_EXPORT,
     )
-    rows = [_fields(r, _RESULT_FIELDS, name) for r, name, _verifying in triples]
+    rows = [row_fields(r, _RESULT_FIELDS, name) for r, name, _verifying in triples]
     return export_response(rows, RESULT_COLUMNS, fmt, "baseline-results", now)

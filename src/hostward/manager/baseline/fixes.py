@@ -11,20 +11,27 @@ outcomes are in the audit record.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hostward.core.errors import Conflict, HostwardError, Invalid
+from hostward.core.errors import Conflict
 from hostward.manager.agentlink import service as agentlink
-from hostward.manager.agentlink.models import AgentCommand
 from hostward.manager.audit import service as audit
 from hostward.manager.baseline.models import BaselineCheckResult
 from hostward.manager.baseline.schemas import BaselineFixRecord
 from hostward.manager.baseline.service import MAX_HANDLE, Outcome, get_result
-from hostward.manager.protection.service import derive_agent_status
+from hostward.manager.risk.fixes import (
+    check_request,
+    choose,
+    mark_fixing,
+    refresh_servers,
+    refuse_if_running,
+    require_online,
+    unsettled_reason,
+)
 from hostward.manager.risk.state import refresh_risk_counts
 from hostward.manager.servers.models import Server
 from hostward.manager.settings import ManagerSettings
@@ -47,16 +54,8 @@ def _check(session: Session, row: BaselineCheckResult, now: datetime, settings: 
         raise Conflict(f"only failed, not ignored checks can be fixed (this one is {row.result})")
     if not row.fixable:
         raise Conflict(f"{row.check_id}: no safe automatic fix; follow its remediation")
-    if row.fix_status == "fixing":
-        command = session.get(AgentCommand, row.fix_command_id) if row.fix_command_id else None
-        if command is not None and command.status in ("queued", "delivered"):
-            raise Conflict("a fix of this check is already running")
-    server = session.get(Server, row.server_id)
-    if server is None:
-        raise Conflict("its server is gone")
-    status = derive_agent_status(server, now, settings)
-    if status != "online":
-        raise Conflict(f"server {server.name}: agent is {status}; a fix needs an online agent")
+    refuse_if_running(session, row, "check")
+    require_online(session.get(Server, row.server_id), now, settings)
 
 
 def request_fix(
@@ -70,23 +69,20 @@ def request_fix(
     settings: ManagerSettings,
 ) -> FixRequest:
     """Queue one ``baseline_fix`` command per server for the fixable failed checks (each on its own)."""
-    if not acknowledge:
-        raise Invalid(
-            "a fix changes file permissions and ownership on the servers: acknowledge it (acknowledge: true)",
-            code="fix_not_acknowledged",
-        )
-    if not result_ids or len(result_ids) > MAX_HANDLE:
-        raise Invalid(f"result_ids: 1 to {MAX_HANDLE} ids")
-    outcomes: dict[str, Outcome] = {}
-    chosen: dict[str, list[BaselineCheckResult]] = {}
-    for rid in dict.fromkeys(result_ids):
-        try:
-            row = get_result(session, rid)
-            _check(session, row, now, settings)
-            chosen.setdefault(row.server_id, []).append(row)
-            outcomes[rid] = Outcome(rid, True)
-        except HostwardError as exc:
-            outcomes[rid] = Outcome(rid, False, exc)
+    check_request(
+        acknowledge,
+        "a fix changes file permissions and ownership on the servers",
+        result_ids,
+        "result_ids",
+        MAX_HANDLE,
+    )
+
+    def load(rid: str) -> BaselineCheckResult:
+        row = get_result(session, rid)
+        _check(session, row, now, settings)
+        return row
+
+    outcomes, chosen = choose(result_ids, load)
     commands: dict[str, str] = {}
     for server_id, rows in chosen.items():
         for start in range(0, len(rows), MAX_CHECKS_PER_COMMAND):
@@ -102,8 +98,7 @@ def request_fix(
             )
             commands[server_id] = command.id
             for row in part:
-                row.fix_status, row.fix_detail, row.fix_command_id = "fixing", "", command.id
-                row.fix_by, row.fix_requested_at = actor, now
+                mark_fixing(row, command.id, actor, now)
                 audit.record(
                     session,
                     actor,
@@ -161,24 +156,9 @@ def settle(session: Session, now: datetime) -> int:
     """Fail ``fixing`` checks whose command was refused or expired, or that got no answer in time."""
     touched: set[str] = set()
     for row in session.scalars(select(BaselineCheckResult).where(BaselineCheckResult.fix_status == "fixing")):
-        command = session.get(AgentCommand, row.fix_command_id) if row.fix_command_id else None
-        requested = row.fix_requested_at
-        if requested is not None and requested.tzinfo is None:
-            requested = requested.replace(tzinfo=UTC)
-        reason = ""
-        if command is None:
-            reason = "the fix command is gone"
-        elif command.status == "expired":
-            reason = "the agent did not take the fix command in time (offline?)"
-        elif command.status == "failed" and not (command.result or {}).get("results"):
-            reason = f"agent: {command.detail or 'failed'}"
-        elif requested is not None and requested < now - FIX_STALE:
-            reason = "no result from the agent in time"
+        reason = unsettled_reason(session, row, now, FIX_STALE, "no result from the agent in time")
         if reason:
             _finish(session, row, "failed", reason, row.fix_command_id or "")
             touched.add(row.server_id)
-    for server_id in touched:
-        server = session.get(Server, server_id)
-        if server is not None:
-            refresh_risk_counts(session, server)
+    refresh_servers(session, touched)
     return len(touched)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from hostward.core.errors import Conflict, HostwardError, Invalid, NotFound
 from hostward.core.net import parse_address
 from hostward.manager.agentlink import service as agentlink
+from hostward.manager.agentlink.commandstate import command_of, is_pending, refusal
 from hostward.manager.alarms.models import Alarm
 from hostward.manager.audit import service as audit
 from hostward.manager.loginsec.models import (
@@ -149,10 +150,8 @@ def unblock(session: Session, ids: list[str], *, actor: str, now: datetime) -> l
 def _unblock_one(session: Session, row: BlockedIp, *, actor: str, now: datetime) -> None:
     if row.status == "unblocked":
         raise Conflict(f"{row.source} is not blocked on this server any more")
-    if row.status == "unblocking":
-        command = _command_of(session, row)
-        if command is not None and command.status in ("queued", "delivered"):
-            raise Conflict(f"{row.source} is already being unblocked")
+    if row.status == "unblocking" and is_pending(command_of(session, row.unblock_command_id)):
+        raise Conflict(f"{row.source} is already being unblocked")
     command = agentlink.queue_command(
         session,
         row.server_id,
@@ -179,20 +178,11 @@ def _unblock_one(session: Session, row: BlockedIp, *, actor: str, now: datetime)
     )
 
 
-def _command_of(session: Session, row: BlockedIp) -> Any:
-    from hostward.manager.agentlink.models import AgentCommand
-
-    return session.get(AgentCommand, row.unblock_command_id) if row.unblock_command_id else None
-
-
 def unblock_error(session: Session, row: BlockedIp) -> str:
     """Why an ``unblocking`` row is stuck (the agent refused the command), or empty."""
     if row.status != "unblocking":
         return ""
-    command = _command_of(session, row)
-    if command is not None and command.status in ("failed", "expired"):
-        return f"agent: {command.detail or command.status}"
-    return ""
+    return refusal(command_of(session, row.unblock_command_id))
 
 
 # ---- login whitelist ----

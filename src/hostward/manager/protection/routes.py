@@ -7,7 +7,12 @@ from pydantic import BaseModel, Field
 
 from hostward.manager.deps import Ctx, Operator
 from hostward.manager.protection import service
-from hostward.manager.schemas_common import ErrorInfo
+from hostward.manager.protection.results import (
+    ServerResult,
+    check_quota_target,
+    run_batch,
+    server_results,
+)
 
 router = APIRouter(tags=["protection"])
 
@@ -27,11 +32,8 @@ class SwitchIn(BaseModel):
     edition: str = Field(pattern="^(enterprise|premium)$")
 
 
-class ProtectionResult(BaseModel):
-    server_id: str
-    ok: bool
-    quota_id: str | None = None
-    error: ErrorInfo | None = None
+class ProtectionResult(ServerResult):
+    pass
 
 
 class ProtectionResponse(BaseModel):
@@ -39,63 +41,39 @@ class ProtectionResponse(BaseModel):
 
 
 def _response(outcomes: list[service.Outcome]) -> ProtectionResponse:
-    return ProtectionResponse(
-        results=[
-            ProtectionResult(
-                server_id=o.server_id,
-                ok=o.ok,
-                quota_id=o.quota_id,
-                error=ErrorInfo(code=o.error.code, message=o.error.message) if o.error else None,
-            )
-            for o in outcomes
-        ]
-    )
+    return ProtectionResponse(results=server_results(outcomes, ProtectionResult))
 
 
 @router.post("/protection/enable", response_model=ProtectionResponse)
 def enable(body: EnableIn, principal: Operator, ctx: Ctx) -> ProtectionResponse:
-    if body.quota_id is not None and len(body.server_ids) != 1:
-        from hostward.core.errors import Invalid
-
-        raise Invalid("quota_id can be given only with a single server")
-    with ctx.uow() as session:
-        outcomes = service.batch(
-            session,
-            body.server_ids,
-            service.enable_one,
-            body.edition,
-            ctx.clock.now(),
-            ctx.settings,
-            actor=principal.username,
-            quota_id=body.quota_id,
-        )
+    check_quota_target(body.quota_id, body.server_ids)
+    outcomes = run_batch(
+        ctx,
+        service.batch,
+        body.server_ids,
+        service.enable_one,
+        body.edition,
+        actor=principal.username,
+        quota_id=body.quota_id,
+    )
     return _response(outcomes)
 
 
 @router.post("/protection/disable", response_model=ProtectionResponse)
 def disable(body: DisableIn, principal: Operator, ctx: Ctx) -> ProtectionResponse:
-    with ctx.uow() as session:
-        outcomes = service.batch(
-            session,
-            body.server_ids,
-            service.disable_one,
-            ctx.clock.now(),
-            ctx.settings,
-            actor=principal.username,
-        )
-    return _response(outcomes)
+    return _response(
+        run_batch(ctx, service.batch, body.server_ids, service.disable_one, actor=principal.username)
+    )
 
 
 @router.post("/protection/switch-edition", response_model=ProtectionResponse)
 def switch_edition(body: SwitchIn, principal: Operator, ctx: Ctx) -> ProtectionResponse:
-    with ctx.uow() as session:
-        outcomes = service.batch(
-            session,
-            body.server_ids,
-            service.switch_edition_one,
-            body.edition,
-            ctx.clock.now(),
-            ctx.settings,
-            actor=principal.username,
-        )
+    outcomes = run_batch(
+        ctx,
+        service.batch,
+        body.server_ids,
+        service.switch_edition_one,
+        body.edition,
+        actor=principal.username,
+    )
     return _response(outcomes)

@@ -30,6 +30,21 @@ def check_format(fmt: str | None) -> str:
     return value
 
 
+def check_export(fmt: str | None, view: str, views: Sequence[str]) -> str:
+    """The export's format; refuses an unknown format or ``view``."""
+    value = check_format(fmt)
+    if view not in views:
+        raise Invalid(f"view must be one of {', '.join(views)}")
+    return value
+
+
+def row_fields(row: Any, names: Iterable[str], server_name: str) -> dict[str, Any]:
+    """An ORM row's ``names`` as a plain export row, with the name of its server."""
+    out = {f: getattr(row, f) for f in names}
+    out["server_name"] = server_name
+    return out
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""

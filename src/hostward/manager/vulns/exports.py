@@ -9,8 +9,7 @@ from typing import Any
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from hostward.core.errors import Invalid
-from hostward.manager.risk.export import Column, check_format, collect, export_response
+from hostward.manager.risk.export import Column, check_export, collect, export_response, row_fields
 from hostward.manager.vulns import service
 from hostward.manager.vulns.models import VULN_SEVERITIES
 
@@ -64,13 +63,10 @@ FINDING_COLUMNS: list[Column] = [
     ("Last seen", "last_seen"),
     ("Summary", "summary"),
 ]
-_FINDING_FIELDS = [key for _, key in FINDING_COLUMNS if isinstance(key, str)] + ["ids", "server_id", "cves"]
-
-
-def _finding_dict(row: Any, server_name: str) -> dict[str, Any]:
-    out = {f: getattr(row, f) for f in _FINDING_FIELDS if f != "server_name"}
-    out["server_name"] = server_name
-    return out
+_FINDING_FIELDS = [
+    *(key for _, key in FINDING_COLUMNS if isinstance(key, str) and key != "server_name"),
+    *("ids", "server_id", "cves"),
+]
 
 
 def export(
@@ -87,9 +83,7 @@ def export(
     q: str | None = None,
 ) -> Response:
     """``view`` rows (filtered like the lists) as CSV or JSON, at most ``MAX_EXPORT``."""
-    fmt = check_format(fmt)
-    if view not in VIEWS:
-        raise Invalid(f"view must be one of {', '.join(VIEWS)}")
+    fmt = check_export(fmt, view, VIEWS)
     if view == "vulns":
         rows = collect(
             lambda o, n: service.list_vulnerabilities(
@@ -117,5 +111,5 @@ def export(
         ),
         MAX_EXPORT,
     )
-    rows = [_finding_dict(f, name) for f, name in pairs]
+    rows = [row_fields(f, _FINDING_FIELDS, name) for f, name in pairs]
     return export_response(rows, FINDING_COLUMNS, fmt, "vulnerability-findings", now)

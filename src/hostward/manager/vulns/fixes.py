@@ -19,12 +19,19 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from hostward.core.errors import Conflict, HostwardError, Invalid
+from hostward.core.errors import Conflict, Invalid
 from hostward.manager.agentlink import service as agentlink
-from hostward.manager.agentlink.models import AgentCommand
 from hostward.manager.audit import service as audit
 from hostward.manager.audit.models import AuditRecord
-from hostward.manager.protection.service import derive_agent_status
+from hostward.manager.risk.fixes import (
+    check_request,
+    choose,
+    mark_fixing,
+    refresh_servers,
+    refuse_if_running,
+    require_online,
+    unsettled_reason,
+)
 from hostward.manager.risk.state import refresh_risk_counts
 from hostward.manager.servers.models import Server
 from hostward.manager.settings import ManagerSettings
@@ -49,11 +56,7 @@ class FixRequest:
 
 
 def _server_ready(server: Server | None, now: datetime, settings: ManagerSettings) -> Server:
-    if server is None:
-        raise Conflict("its server is gone")
-    status = derive_agent_status(server, now, settings)
-    if status != "online":
-        raise Conflict(f"server {server.name}: agent is {status}; a fix needs an online agent")
+    server = require_online(server, now, settings)
     if server.protection_status != "opened":
         raise Conflict(f"server {server.name} is not protected; enable protection first")
     return server
@@ -62,10 +65,7 @@ def _server_ready(server: Server | None, now: datetime, settings: ManagerSetting
 def _check_fixable(session: Session, row: VulnFinding) -> None:
     if row.status != "unfixed":
         raise Conflict(f"only unfixed vulnerabilities can be fixed (this one is {row.status})")
-    if row.fix_status == "fixing":
-        command = session.get(AgentCommand, row.fix_command_id) if row.fix_command_id else None
-        if command is not None and command.status in ("queued", "delivered"):
-            raise Conflict("a fix of this vulnerability is already running")
+    refuse_if_running(session, row, "vulnerability")
     if row.manager not in FIXABLE_MANAGERS:
         how = f"; run: {row.fix_command}" if row.fix_command else ""
         raise Conflict(f"no one-click fix for {row.manager or 'these'} packages{how}")
@@ -82,25 +82,21 @@ def request_fix(
     settings: ManagerSettings,
 ) -> FixRequest:
     """Queue one ``vuln_fix`` command per server for the fixable findings; each id succeeds or fails."""
-    if not acknowledge:
-        raise Invalid(
-            "a fix upgrades packages without a backup and may restart services: acknowledge it "
-            "(acknowledge: true)",
-            code="fix_not_acknowledged",
-        )
-    if not finding_ids or len(finding_ids) > MAX_HANDLE:
-        raise Invalid(f"finding_ids: 1 to {MAX_HANDLE} ids")
-    outcomes: dict[str, Outcome] = {}
-    chosen: dict[str, list[VulnFinding]] = {}
-    for finding_id in dict.fromkeys(finding_ids):
-        try:
-            row = get_finding(session, finding_id)
-            _check_fixable(session, row)
-            _server_ready(session.get(Server, row.server_id), now, settings)
-            chosen.setdefault(row.server_id, []).append(row)
-            outcomes[finding_id] = Outcome(finding_id, True)
-        except HostwardError as exc:
-            outcomes[finding_id] = Outcome(finding_id, False, exc)
+    check_request(
+        acknowledge,
+        "a fix upgrades packages without a backup and may restart services",
+        finding_ids,
+        "finding_ids",
+        MAX_HANDLE,
+    )
+
+    def load(finding_id: str) -> VulnFinding:
+        row = get_finding(session, finding_id)
+        _check_fixable(session, row)
+        _server_ready(session.get(Server, row.server_id), now, settings)
+        return row
+
+    outcomes, chosen = choose(finding_ids, load)
     commands: dict[str, str] = {}
     for server_id, rows in chosen.items():
         packages: dict[str, dict[str, Any]] = {}
@@ -131,8 +127,8 @@ def request_fix(
             for row in rows:
                 if row.id not in ids:
                     continue
-                row.fix_status, row.fix_detail, row.fix_command_id = "fixing", "", command.id
-                row.fix_by, row.fix_requested_at, row.fix_finished_at = actor, now, None
+                mark_fixing(row, command.id, actor, now)
+                row.fix_finished_at = None
                 audit.record(
                     session,
                     actor,
@@ -205,31 +201,14 @@ def settle(session: Session, now: datetime) -> int:
     """Fail ``fixing`` findings whose command the agent refused or that expired, or that went silent."""
     rows = list(session.scalars(select(VulnFinding).where(VulnFinding.fix_status == "fixing")))
     touched: set[str] = set()
+    stale_reason = f"no result from the agent within {FIX_STALE.total_seconds() / 3600:.0f} h"
     for row in rows:
-        command = session.get(AgentCommand, row.fix_command_id) if row.fix_command_id else None
-        reason = ""
-        if command is None:
-            reason = "the fix command is gone"
-        elif command.status == "expired":
-            reason = "the agent did not take the fix command in time (offline?)"
-        elif command.status == "failed" and not (command.result or {}).get("results"):
-            reason = f"agent: {command.detail or 'failed'}"
-        elif row.fix_requested_at is not None and _aware(row.fix_requested_at) < now - FIX_STALE:
-            reason = f"no result from the agent within {FIX_STALE.total_seconds() / 3600:.0f} h"
+        reason = unsettled_reason(session, row, now, FIX_STALE, stale_reason)
         if reason:
             _finish(session, row, "failed", reason, False, now, row.fix_command_id or "")
             touched.add(row.server_id)
-    for server_id in touched:
-        server = session.get(Server, server_id)
-        if server is not None:
-            refresh_risk_counts(session, server)
+    refresh_servers(session, touched)
     return len(touched)
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def verify(

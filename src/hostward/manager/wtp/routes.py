@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from hostward.manager.deps import Ctx, Operator, Reader
-from hostward.manager.schemas_common import ErrorInfo, Page, paging
+from hostward.manager.protection.results import (
+    ServerResult,
+    check_quota_target,
+    run_batch,
+    server_results,
+)
+from hostward.manager.schemas_common import Page, paging
 from hostward.manager.wtp import service
 from hostward.manager.wtp.remote import RemoteBackup
 from hostward.manager.wtp.schemas import (
@@ -29,11 +35,8 @@ router = APIRouter(tags=["wtp"])
 Text = Annotated[str | None, Query(max_length=256)]
 
 
-class WtpResult(BaseModel):
-    server_id: str
-    ok: bool
-    quota_id: str | None = None
-    error: ErrorInfo | None = None
+class WtpResult(ServerResult):
+    pass
 
 
 class WtpResponse(BaseModel):
@@ -41,17 +44,7 @@ class WtpResponse(BaseModel):
 
 
 def _response(outcomes: list[service.Outcome]) -> WtpResponse:
-    return WtpResponse(
-        results=[
-            WtpResult(
-                server_id=o.server_id,
-                ok=o.ok,
-                quota_id=o.quota_id,
-                error=ErrorInfo(code=o.error.code, message=o.error.message) if o.error else None,
-            )
-            for o in outcomes
-        ]
-    )
+    return WtpResponse(results=server_results(outcomes, WtpResult))
 
 
 def server_out(row: service.ServerRow) -> WtpServerOut:
@@ -114,36 +107,25 @@ def get_server(server_id: str, _p: Reader, ctx: Ctx) -> WtpServerOut:
 @router.post("/wtp/enable", response_model=WtpResponse)
 def enable(body: EnableIn, principal: Operator, ctx: Ctx) -> WtpResponse:
     """Bind a wtp quota (``quota_id`` only with one server) and switch protection on."""
-    if body.quota_id is not None and len(body.server_ids) != 1:
-        from hostward.core.errors import Invalid
-
-        raise Invalid("quota_id can be given only with a single server")
-    with ctx.uow() as session:
-        outcomes = service.batch(
-            session,
+    check_quota_target(body.quota_id, body.server_ids)
+    return _response(
+        run_batch(
+            ctx,
+            service.batch,
             body.server_ids,
             service.enable_one,
-            ctx.clock.now(),
-            ctx.settings,
             actor=principal.username,
             quota_id=body.quota_id,
         )
-    return _response(outcomes)
+    )
 
 
 @router.post("/wtp/disable", response_model=WtpResponse)
 def disable(body: ServerIdsIn, principal: Operator, ctx: Ctx) -> WtpResponse:
     """Unlock everything and free the quota; the configuration is kept."""
-    with ctx.uow() as session:
-        outcomes = service.batch(
-            session,
-            body.server_ids,
-            service.disable_one,
-            ctx.clock.now(),
-            ctx.settings,
-            actor=principal.username,
-        )
-    return _response(outcomes)
+    return _response(
+        run_batch(ctx, service.batch, body.server_ids, service.disable_one, actor=principal.username)
+    )
 
 
 @router.get("/wtp/servers/{server_id}/config", response_model=WtpConfigOut)
