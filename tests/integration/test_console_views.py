@@ -34,8 +34,7 @@ from hostward.manager.settings_store import service as global_settings
 from hostward.wire import AlarmEvent, AssetsEvent, AssetSnapshot
 from hostward.wire.assets import Account, ListeningPort, Package
 from tests.fakes.servers import enrolled_server
-
-PASSWORD = "correct horse battery"
+from tests.managerapi import PASSWORD, console_login
 
 
 @pytest.fixture
@@ -57,17 +56,6 @@ def client(app_ctx: ManagerContext) -> Iterator[TestClient]:
     # https: the session cookie is Secure unless the manager runs with plain_http.
     with TestClient(app, base_url="https://testserver") as c:
         yield c
-
-
-def login(client: TestClient, user: str = "admin") -> str:
-    """Sign in through the form; returns the CSRF token for this session."""
-    r = client.post(
-        "/console/login", data={"username": user, "password": PASSWORD, "next": ""}, follow_redirects=False
-    )
-    assert r.status_code == 303, r.text
-    token = client.cookies.get(SESSION_COOKIE)
-    assert token
-    return hashlib.sha256(("csrf:" + token).encode()).hexdigest()
 
 
 def post(client: TestClient, csrf: str, url: str, **data: object) -> httpx.Response:
@@ -174,7 +162,7 @@ def test_failed_logins_are_rate_limited(client: TestClient, app_ctx: ManagerCont
 
 
 def test_logout_ends_the_session(client: TestClient) -> None:
-    csrf = login(client)
+    csrf = console_login(client)
     r = client.post("/console/logout", data={"csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303
     assert client.get("/console/", follow_redirects=False).status_code == 303
@@ -182,7 +170,7 @@ def test_logout_ends_the_session(client: TestClient) -> None:
 
 def test_posts_need_the_csrf_token(client: TestClient, app_ctx: ManagerContext) -> None:
     ids = seed(app_ctx)
-    login(client)
+    console_login(client)
     r = client.post("/console/servers/enable", data={"server_ids": ids["web"], "edition": "premium"})
     assert r.status_code == 403 and "CSRF" in r.text
     r = client.post(
@@ -196,7 +184,7 @@ def test_posts_need_the_csrf_token(client: TestClient, app_ctx: ManagerContext) 
 def test_readonly_sees_no_change_buttons_and_cannot_post(client: TestClient, app_ctx: ManagerContext) -> None:
     add_user(app_ctx, "viewer", "readonly")
     ids = seed(app_ctx)
-    csrf = login(client, "viewer")
+    csrf = console_login(client, "viewer")
     page = client.get("/console/servers").text
     assert "web-1" in page
     assert "data-enable" not in page and "/servers/disable" not in page and 'id="enable-dialog"' not in page
@@ -221,7 +209,7 @@ def test_readonly_sees_no_change_buttons_and_cannot_post(client: TestClient, app
 
 def test_operator_cannot_add_quotas(client: TestClient, app_ctx: ManagerContext) -> None:
     add_user(app_ctx, "oper", "operator")
-    csrf = login(client, "oper")
+    csrf = console_login(client, "oper")
     r = client.post("/console/quotas", data={"csrf": csrf, "edition": "premium", "count": "1"})
     assert r.status_code == 403 and "admin role" in r.text
 
@@ -234,7 +222,7 @@ def test_every_page_renders_with_data(client: TestClient, app_ctx: ManagerContex
     pki.ensure_pki(app_ctx.settings)
     with app_ctx.uow() as s:
         group = policies.default_group(s, "premium").id
-    login(client)
+    console_login(client)
     pages = {
         "/console/": ["Agent status", "Quota usage", "new uid-0 account toor"],
         "/console/servers": ["web-1", "10.0.0.5", "db-1", "Online", "Offline", "Unprotected", "prod"],
@@ -272,7 +260,7 @@ def test_server_list_filters_search_paging_and_escaping(client: TestClient, app_
             enrolled_server(s, now, name=f"node-{i:02d}")
         evil = enrolled_server(s, now, name="<script>alert(1)</script>", online=False)
         evil.ips = ["192.0.2.77"]
-    login(client)
+    console_login(client)
     page = client.get("/console/servers?size=10&page=3").text
     assert page.count('<tr data-server-id="') == 4
     assert "21–24 of 24" in page
@@ -291,7 +279,7 @@ def test_region_selector_scopes_the_pages(client: TestClient, app_ctx: ManagerCo
     with app_ctx.uow() as s:
         enrolled_server(s, now, name="eu-web", region="eu-1")
         enrolled_server(s, now, name="us-web", region="us-1")
-    csrf = login(client)
+    csrf = console_login(client)
     assert "eu-web" in client.get("/console/servers").text
     r = client.post("/console/region", data={"csrf": csrf, "region": "eu-1", "next": "/console/servers"})
     assert r.status_code == 200
@@ -310,7 +298,7 @@ def test_region_selector_scopes_the_pages(client: TestClient, app_ctx: ManagerCo
 def test_enable_disable_and_switch_edition(client: TestClient, app_ctx: ManagerContext) -> None:
     add_user(app_ctx, "oper", "operator")
     ids = seed(app_ctx)
-    csrf = login(client, "oper")
+    csrf = console_login(client, "oper")
     page = client.get("/console/servers").text
     idle = re.search(r'data-idle="([^"]*)"', page)
     assert idle and "&#34;premium&#34;: 1" in idle.group(1)
@@ -366,7 +354,7 @@ def test_enable_disable_and_switch_edition(client: TestClient, app_ctx: ManagerC
 
 def test_quotas_add_unbind_delete_and_auto_bind(client: TestClient, app_ctx: ManagerContext) -> None:
     ids = seed(app_ctx)
-    csrf = login(client)
+    csrf = console_login(client)
     html = post(
         client,
         csrf,
@@ -404,7 +392,7 @@ def test_quotas_add_unbind_delete_and_auto_bind(client: TestClient, app_ctx: Man
 def test_alarm_handling_undo_and_whitelist(client: TestClient, app_ctx: ManagerContext) -> None:
     add_user(app_ctx, "oper", "operator")
     ids = seed(app_ctx)
-    csrf = login(client, "oper")
+    csrf = console_login(client, "oper")
     html = post(
         client,
         csrf,
@@ -458,7 +446,7 @@ def test_alarm_handling_undo_and_whitelist(client: TestClient, app_ctx: ManagerC
 def test_whitelist_rules_add_apply_delete(client: TestClient, app_ctx: ManagerContext) -> None:
     add_user(app_ctx, "oper", "operator")
     ids = seed(app_ctx)
-    csrf = login(client, "oper")
+    csrf = console_login(client, "oper")
     html = post(
         client,
         csrf,
@@ -502,7 +490,7 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
     with app_ctx.uow() as s:
         premium = policies.default_group(s, "premium").id
         enterprise = policies.default_group(s, "enterprise").id
-    csrf = login(client, "oper")
+    csrf = console_login(client, "oper")
     # The enterprise default is view only: fields disabled, no save button.
     page = client.get(f"/console/policies/{enterprise}").text
     assert "View only" in page and ">Save</button>" not in page
@@ -563,7 +551,7 @@ def test_policy_settings_copy_apply_and_delete(client: TestClient, app_ctx: Mana
 def test_agents_page_creates_and_revokes_tokens(client: TestClient, app_ctx: ManagerContext) -> None:
     add_user(app_ctx, "oper", "operator")
     pki.ensure_pki(app_ctx.settings)
-    csrf = login(client, "oper")
+    csrf = console_login(client, "oper")
     r = client.post(
         "/console/agents/tokens",
         data={
@@ -601,7 +589,7 @@ def test_server_detail_edit_scan_and_credentials(client: TestClient, app_ctx: Ma
         cred, _raw = agentlink._new_credential(s, server, app_ctx.clock.now())
         s.flush()
         cred_id = cred.id
-    csrf = login(client, "oper")
+    csrf = console_login(client, "oper")
     detail = f"/console/servers/{ids['web']}"
     html = post(
         client,
@@ -645,7 +633,7 @@ def test_server_detail_edit_scan_and_credentials(client: TestClient, app_ctx: Ma
 
 def test_dashboard_figures(client: TestClient, app_ctx: ManagerContext) -> None:
     ids = seed(app_ctx)
-    login(client)
+    console_login(client)
     post(
         client,
         hashlib.sha256(("csrf:" + client.cookies[SESSION_COOKIE]).encode()).hexdigest(),

@@ -6,7 +6,6 @@ Service tests run on SQLite and PostgreSQL; records arrive through the real inge
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -20,11 +19,8 @@ from hostward.core.errors import Conflict, Invalid
 from hostward.manager.agentlink import ingest
 from hostward.manager.agentlink.models import AgentCommand
 from hostward.manager.alarms.models import Alarm
-from hostward.manager.app import create_app
 from hostward.manager.audit.models import AuditRecord
-from hostward.manager.auth import service as auth
 from hostward.manager.context import ManagerContext
-from hostward.manager.deps import SESSION_COOKIE
 from hostward.manager.fim import service as fim
 from hostward.manager.fim.models import FimChange
 from hostward.manager.fim.schemas import describe
@@ -34,19 +30,15 @@ from hostward.manager.scheduler.retention import purge_expired
 from hostward.manager.servers.models import Server
 from hostward.wire import AlarmEvent, RawEventBatch
 from tests.fakes.servers import enrolled_server
+from tests.managerapi import api_client, api_login, console_login, ready_ctx
 
-PASSWORD = "correct horse battery"
 OLD = "a" * 64
 NEW = "b" * 64
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_ctx(request: pytest.FixtureRequest) -> ManagerContext:
-    context: ManagerContext = request.getfixturevalue("ctx" if request.param == "sqlite" else "pg_ctx")
-    with context.uow() as s:
-        policies.ensure_presets(s)
-    ingest.load_builtin_handlers()
-    return context
+    return ready_ctx(request)
 
 
 def change_record(path: str, *, key: str, at: datetime, **overrides: Any) -> dict[str, Any]:
@@ -307,20 +299,8 @@ def test_retention_purges_old_records(any_ctx: ManagerContext) -> None:
 
 @pytest.fixture
 def client(ctx: ManagerContext) -> Iterator[TestClient]:
-    with ctx.uow() as s:
-        policies.ensure_presets(s)
-        auth.create_user(s, "admin", PASSWORD, "admin", actor="test")
-        auth.create_user(s, "viewer", PASSWORD, "readonly", actor="test")
-    ingest.load_builtin_handlers()
-    app = create_app(ctx.settings, ctx, run_background=False)
-    with TestClient(app, base_url="https://testserver") as c:
+    with api_client(ctx) as c:
         yield c
-
-
-def api_login(client: TestClient, user: str = "admin") -> dict[str, str]:
-    r = client.post("/api/v1/auth/login", json={"username": user, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def test_api_hosts_changes_and_accept(ctx: ManagerContext, client: TestClient) -> None:
@@ -364,16 +344,6 @@ def test_api_hosts_changes_and_accept(ctx: ManagerContext, client: TestClient) -
     assert r.status_code == 404
     r = client.post("/api/v1/fim/accept", headers=admin, json={"server_id": web, "paths": []})
     assert r.status_code == 422
-
-
-def console_login(client: TestClient, user: str = "admin") -> str:
-    r = client.post(
-        "/console/login", data={"username": user, "password": PASSWORD, "next": ""}, follow_redirects=False
-    )
-    assert r.status_code == 303, r.text
-    token = client.cookies.get(SESSION_COOKIE)
-    assert token
-    return hashlib.sha256(("csrf:" + token).encode()).hexdigest()
 
 
 def test_console_page_filters_detail_and_accept(ctx: ManagerContext, client: TestClient) -> None:

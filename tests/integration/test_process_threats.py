@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from hostward.agent.detectors.shells import SHELL_SNAPSHOT, AbnormalShellDetecto
 from hostward.agent.enforcers.process import ProcessKiller
 from hostward.agent.malware import MountTable
 from hostward.wire import AlarmEvent, PolicyBundle, PolicyState
+from tests.attacks import reverse_shell
 from tests.conftest import need
 
 pytestmark = pytest.mark.slow
@@ -100,45 +100,22 @@ def test_real_reverse_shell_detected_within_a_second_and_killed(
     need("root", "proc connector and /proc/<pid>/fd of other processes")
     detector = ReverseShellDetector(standalone=True, auto_kill=True)
     pipe = start(pipeline_factory, [detector], mode)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    client = socket.create_connection(("127.0.0.1", port))
-    attacker, _ = listener.accept()
-    t0 = time.monotonic()
-    shell = subprocess.Popen(
-        ["bash", "-i"],
-        stdin=client.fileno(),
-        stdout=client.fileno(),
-        stderr=client.fileno(),
-        start_new_session=True,
-    )
-    client.close()
-    try:
-        got = pipe.wait_for("malware_0002", pid=shell.pid)
+    with reverse_shell(timeout=WAIT_S) as rs:
+        got = pipe.wait_for("malware_0002", pid=rs.shell.pid)
         assert got is not None, f"no reverse-shell alarm ({mode}): {pipe.collector.stats}"
         at, alarm = got
-        latency = at - t0
+        latency = at - rs.started_mono
         assert latency < 1.0, f"{mode}: alarm {latency:.3f} s after exec"
         ev = alarm.evidence
-        assert ev["remote_address"] == f"127.0.0.1:{port}" and ev["process_path"].endswith("/bash")
+        assert ev["remote_address"] == f"127.0.0.1:{rs.port}" and ev["process_path"].endswith("/bash")
         assert ev["auto_kill"] is True
         # only ours: other shells on a busy test host may have socket stdio too (remote-exec tooling)
-        (request,) = [r for r in detector.take_kill_requests() if r.pid == shell.pid]
+        (request,) = [r for r in detector.take_kill_requests() if r.pid == rs.shell.pid]
         result = ProcessKiller().kill_tree(request.pid, start=request.start_ticks, alarm_id=request.alarm_key)
-        assert shell.pid in result.killed and not result.failed
-        shell.wait(WAIT_S)  # (psutil may already have reaped our child: Popen then reports 0)
-        assert not os.path.exists(f"/proc/{shell.pid}")
-        attacker.settimeout(WAIT_S)
-        while attacker.recv(4096):  # the attacker's end sees the shell go away
-            pass
-    finally:
-        if shell.poll() is None:
-            shell.kill()
-            shell.wait(WAIT_S)
-        attacker.close()
-        listener.close()
+        assert rs.shell.pid in result.killed and not result.failed
+        rs.shell.wait(WAIT_S)  # (psutil may already have reaped our child: Popen then reports 0)
+        assert not os.path.exists(f"/proc/{rs.shell.pid}")
+        rs.wait_hung_up(WAIT_S)
 
 
 def test_high_risk_command_raised_and_whitelisted_one_not(pipeline_factory: list[Pipeline]) -> None:

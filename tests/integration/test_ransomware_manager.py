@@ -6,7 +6,6 @@ Service tests run on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -19,28 +18,20 @@ from sqlalchemy import select
 from hostward.core.errors import Conflict, NotFound
 from hostward.manager.agentlink import ingest
 from hostward.manager.agentlink.models import AgentCommand
-from hostward.manager.app import create_app
 from hostward.manager.audit.models import AuditRecord
-from hostward.manager.auth import service as auth
 from hostward.manager.context import ManagerContext
-from hostward.manager.deps import SESSION_COOKIE
 from hostward.manager.policies import service as policies
 from hostward.manager.ransomware import service as rw
 from hostward.manager.ransomware.schemas import PolicyIn
 from hostward.manager.servers.models import Server
 from hostward.wire import RawEventBatch
 from tests.fakes.servers import enrolled_server
-
-PASSWORD = "correct horse battery"
+from tests.managerapi import api_client, api_login, console_login, ready_ctx
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_ctx(request: pytest.FixtureRequest) -> ManagerContext:
-    context: ManagerContext = request.getfixturevalue("ctx" if request.param == "sqlite" else "pg_ctx")
-    with context.uow() as s:
-        policies.ensure_presets(s)
-    ingest.load_builtin_handlers()
-    return context
+    return ready_ctx(request)
 
 
 def add_server(ctx: ManagerContext, name: str, edition: str | None) -> str:
@@ -225,20 +216,8 @@ def test_policies_enable_bundle_records_restore(any_ctx: ManagerContext) -> None
 
 @pytest.fixture
 def client(ctx: ManagerContext) -> Iterator[TestClient]:
-    with ctx.uow() as s:
-        policies.ensure_presets(s)
-        auth.create_user(s, "admin", PASSWORD, "admin", actor="test")
-        auth.create_user(s, "viewer", PASSWORD, "readonly", actor="test")
-    ingest.load_builtin_handlers()
-    app = create_app(ctx.settings, ctx, run_background=False)
-    with TestClient(app, base_url="https://testserver") as c:
+    with api_client(ctx) as c:
         yield c
-
-
-def api_login(client: TestClient, user: str = "admin") -> dict[str, str]:
-    r = client.post("/api/v1/auth/login", json={"username": user, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def test_api(ctx: ManagerContext, client: TestClient) -> None:
@@ -295,16 +274,6 @@ def test_api(ctx: ManagerContext, client: TestClient) -> None:
 
 
 # ---- console (SQLite) --------------------------------------------------------------------------------
-
-
-def console_login(client: TestClient, user: str = "admin") -> str:
-    r = client.post(
-        "/console/login", data={"username": user, "password": PASSWORD, "next": ""}, follow_redirects=False
-    )
-    assert r.status_code == 303, r.text
-    token = client.cookies.get(SESSION_COOKIE)
-    assert token
-    return hashlib.sha256(("csrf:" + token).encode()).hexdigest()
 
 
 def test_console_ransomware_page(ctx: ManagerContext, client: TestClient) -> None:

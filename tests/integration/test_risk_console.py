@@ -26,7 +26,8 @@ from hostward.manager.vulns import service as vulns
 from hostward.manager.vulns.models import VulnFinding
 from hostward.wire import RawEventBatch, RecordEvent
 from tests.fakes.servers import enrolled_server
-from tests.integration.test_console_views import app_ctx, flash, login, post  # noqa: F401
+from tests.integration.test_console_views import app_ctx, flash, post  # noqa: F401
+from tests.managerapi import console_login
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "vulns"
 PASSWORD = "correct horse battery"
@@ -121,7 +122,7 @@ def seed(ctx: ManagerContext) -> str:
 
 def test_vulnerability_pages_and_actions(client: TestClient, app_ctx: ManagerContext) -> None:  # noqa: F811
     sid = seed(app_ctx)
-    csrf = login(client)
+    csrf = console_login(client)
     page = client.get("/console/vulnerabilities")
     assert page.status_code == 200
     assert "CVE-9999-0001" in page.text and 'data-nav="vulnerabilities"' in page.text
@@ -179,7 +180,7 @@ def test_vulnerability_pages_and_actions(client: TestClient, app_ctx: ManagerCon
 
 def test_baseline_pages_and_actions(client: TestClient, app_ctx: ManagerContext) -> None:  # noqa: F811
     sid = seed(app_ctx)
-    csrf = login(client)
+    csrf = console_login(client)
     page = client.get("/console/baseline")
     assert page.status_code == 200
     assert 'data-check-id="ssh-root-login"' in page.text
@@ -216,7 +217,7 @@ def test_readonly_users_see_no_change_buttons(client: TestClient, app_ctx: Manag
     seed(app_ctx)
     with app_ctx.uow() as s:
         auth.create_user(s, "viewer", PASSWORD, "readonly", actor="test")
-    csrf = login(client, "viewer")
+    csrf = console_login(client, "viewer")
     page = client.get("/console/vulnerabilities/findings", params={"vuln_id": "CVE-9999-0001"})
     assert page.status_code == 200 and "batch-vulns" not in page.text
     r = post(client, csrf, "/console/vulnerabilities/settings", period_days="7")

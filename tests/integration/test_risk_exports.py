@@ -22,8 +22,9 @@ from hostward.manager.scans.models import Scan
 from hostward.manager.servers.models import Server
 from hostward.manager.vulns.models import VulnFinding
 from hostward.wire import AlarmEvent, CommandResult, RawEventBatch
-from tests.integration.test_console_views import app_ctx, flash, login, post  # noqa: F401
+from tests.integration.test_console_views import app_ctx, flash, post  # noqa: F401
 from tests.integration.test_risk_console import api_headers, client, seed  # noqa: F401
+from tests.managerapi import console_login
 
 
 def _csv(body: str) -> list[dict[str, str]]:
@@ -157,7 +158,7 @@ def test_fix_verify_and_history_over_the_api(client: TestClient, app_ctx: Manage
 def test_console_exports_fix_history_and_server_counts(client: TestClient, app_ctx: ManagerContext) -> None:  # noqa: F811
     sid = seed(app_ctx)
     _alarm(app_ctx, sid, "brute force")
-    csrf = login(client)
+    csrf = console_login(client)
     with app_ctx.uow() as s:
         fid = s.scalars(select(VulnFinding.id)).one()
 
@@ -246,7 +247,7 @@ def test_baseline_fix_from_the_console_and_the_api(client: TestClient, app_ctx: 
         assert server is not None
         batch = RawEventBatch(events=[json.loads(e.model_dump_json()) for e in events])
         assert {a.status for a in ingest.ingest_batch(s, server, batch, now)} == {"accepted"}
-    csrf = login(client)
+    csrf = console_login(client)
     url = "/console/baseline/check?policy_id=hostward_permissions&check_id=perm-passwd"
     page = client.get(url).text
     assert 'name="action" value="fix"' in page

@@ -21,11 +21,9 @@ from hostward.core.errors import Conflict, Invalid, NotFound
 from hostward.core.ids import new_id, sha256_hex
 from hostward.manager.agentlink import ingest
 from hostward.manager.agentlink.models import AgentCommand, AgentCredential
-from hostward.manager.app import create_agent_app, create_app
+from hostward.manager.app import create_agent_app
 from hostward.manager.audit.models import AuditRecord
-from hostward.manager.auth import service as auth
 from hostward.manager.context import ManagerContext
-from hostward.manager.deps import SESSION_COOKIE
 from hostward.manager.policies import service as policies
 from hostward.manager.protection import service as protection
 from hostward.manager.quotas import service as quotas
@@ -37,17 +35,12 @@ from hostward.manager.wtp.remote import RemoteBackup
 from hostward.manager.wtp.schemas import WtpConfigIn
 from hostward.wire import RawEventBatch
 from tests.fakes.servers import enrolled_server
-
-PASSWORD = "correct horse battery"
+from tests.managerapi import api_client, api_login, console_login, ready_ctx
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_ctx(request: pytest.FixtureRequest) -> ManagerContext:
-    context: ManagerContext = request.getfixturevalue("ctx" if request.param == "sqlite" else "pg_ctx")
-    with context.uow() as s:
-        policies.ensure_presets(s)
-    ingest.load_builtin_handlers()
-    return context
+    return ready_ctx(request)
 
 
 def add_server(ctx: ManagerContext, name: str, *, edition: str | None = None, quotas_of: str = "wtp") -> str:
@@ -328,20 +321,8 @@ def test_status_and_tamper_records(any_ctx: ManagerContext) -> None:
 
 @pytest.fixture
 def client(ctx: ManagerContext) -> Iterator[TestClient]:
-    with ctx.uow() as s:
-        policies.ensure_presets(s)
-        auth.create_user(s, "admin", PASSWORD, "admin", actor="test")
-        auth.create_user(s, "viewer", PASSWORD, "readonly", actor="test")
-    ingest.load_builtin_handlers()
-    app = create_app(ctx.settings, ctx, run_background=False)
-    with TestClient(app, base_url="https://testserver") as c:
+    with api_client(ctx) as c:
         yield c
-
-
-def api_login(client: TestClient, user: str = "admin") -> dict[str, str]:
-    r = client.post("/api/v1/auth/login", json={"username": user, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def test_api_config_enable_events_and_restore(ctx: ManagerContext, client: TestClient) -> None:
@@ -489,16 +470,6 @@ def test_agent_channel_remote_backup(ctx: ManagerContext, monkeypatch: pytest.Mo
 
 
 # ---- console (SQLite) --------------------------------------------------------------------------------
-
-
-def console_login(client: TestClient, user: str = "admin") -> str:
-    r = client.post(
-        "/console/login", data={"username": user, "password": PASSWORD, "next": ""}, follow_redirects=False
-    )
-    assert r.status_code == 303, r.text
-    token = client.cookies.get(SESSION_COOKIE)
-    assert token
-    return hashlib.sha256(("csrf:" + token).encode()).hexdigest()
 
 
 def test_console_wtp_pages(ctx: ManagerContext, client: TestClient) -> None:

@@ -25,6 +25,7 @@ from hostward.manager.alarms.models import (
 )
 from hostward.manager.audit import service as audit
 from hostward.manager.db.engine import is_postgres
+from hostward.manager.servers import listing
 from hostward.manager.servers.models import Server
 from hostward.wire import ALARM_CLASSES, AlarmEvent
 from hostward.wire.alarms import SEVERITIES
@@ -244,19 +245,11 @@ def list_alarms(
     offset: int = 0,
     limit: int = 50,
 ) -> tuple[list[tuple[Alarm, str]], int]:
-    stmt = select(Alarm, Server.name).join(Server, Server.id == Alarm.server_id)
-    if server_id:
-        stmt = stmt.where(Alarm.server_id == server_id)
-    if region:
-        stmt = stmt.where(Server.region == region)
+    stmt = listing.with_server(Alarm, server_id=server_id, region=region)
     if status:
-        if status not in ALARM_STATUSES:
-            raise Invalid(f"status must be one of {', '.join(ALARM_STATUSES)}")
-        stmt = stmt.where(Alarm.status == status)
+        stmt = stmt.where(Alarm.status == listing.one_of(status, ALARM_STATUSES, "status"))
     if severity:
-        if severity not in SEVERITIES:
-            raise Invalid(f"severity must be one of {', '.join(SEVERITIES)}")
-        stmt = stmt.where(Alarm.severity == severity)
+        stmt = stmt.where(Alarm.severity == listing.one_of(severity, SEVERITIES, "severity"))
     if event_class:
         stmt = stmt.where(Alarm.event_class == event_class)
     if category:
@@ -268,9 +261,7 @@ def list_alarms(
     if q:
         like = f"%{q.strip()}%"
         stmt = stmt.where(or_(Alarm.title.ilike(like), Alarm.name.ilike(like), Server.name.ilike(like)))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.execute(stmt.order_by(Alarm.last_seen.desc(), Alarm.id).offset(offset).limit(limit)).all()
-    return [(a, n) for a, n in rows], total
+    return listing.page(session, stmt, (Alarm.last_seen.desc(), Alarm.id), offset, limit)
 
 
 def get_alarm(session: Session, alarm_id: str) -> Alarm:

@@ -10,7 +10,6 @@ outcomes are in the audit record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,8 +21,9 @@ from hostward.manager.agentlink import service as agentlink
 from hostward.manager.audit import service as audit
 from hostward.manager.baseline.models import BaselineCheckResult
 from hostward.manager.baseline.schemas import BaselineFixRecord
-from hostward.manager.baseline.service import MAX_HANDLE, Outcome, get_result
+from hostward.manager.baseline.service import MAX_HANDLE, get_result
 from hostward.manager.risk.fixes import (
+    FixRequest,
     check_request,
     choose,
     mark_fixing,
@@ -41,12 +41,6 @@ FIX_TOPIC = "baseline_fix"
 FIX_STALE = timedelta(hours=1)
 FIX_COMMAND_TTL = timedelta(hours=1)
 MAX_CHECKS_PER_COMMAND = 100
-
-
-@dataclass
-class FixRequest:
-    outcomes: list[Outcome]
-    commands: dict[str, str]
 
 
 def _check(session: Session, row: BaselineCheckResult, now: datetime, settings: ManagerSettings) -> None:

@@ -20,6 +20,7 @@ from hostward.manager.baseline.schemas import (
     WeakPasswordOut,
 )
 from hostward.manager.deps import Ctx, Operator, Reader
+from hostward.manager.risk.fixes import handle_action
 from hostward.manager.schemas_common import Page, paging
 
 router = APIRouter(tags=["baseline"])
@@ -102,49 +103,20 @@ def list_results(
 def handle_results(body: BaselineHandleIn, principal: Operator, ctx: Ctx) -> dict[str, Any]:
     """``ignore`` / ``unignore`` failed checks, ``verify`` them (re-run their servers' baseline), or
     ``fix`` the ``fixable`` ones (file permissions / ownership; ``acknowledge`` required)."""
-    now = ctx.clock.now()
     with ctx.uow() as session:
-        if body.action == "fix":
-            request = fixes.request_fix(
-                session,
-                body.result_ids,
-                acknowledge=body.acknowledge,
-                remark=body.remark,
-                actor=principal.username,
-                now=now,
-                settings=ctx.settings,
-            )
-            return {
-                "results": [
-                    {
-                        "id": o.id,
-                        "ok": o.ok,
-                        "error": None
-                        if o.error is None
-                        else {"code": o.error.code, "message": o.error.message},
-                    }
-                    for o in request.outcomes
-                ],
-                "commands": request.commands,
-            }
-        if body.action == "verify":
-            scans = service.verify(
-                session, body.result_ids, actor=principal.username, now=now, settings=ctx.settings
-            )
-            return {"scans": [{"id": s.id, "server_id": s.server_id, "status": s.status} for s in scans]}
-        outcomes = service.handle(
-            session, body.result_ids, body.action, remark=body.remark, actor=principal.username, now=now
+        return handle_action(
+            session,
+            body.result_ids,
+            body.action,
+            acknowledge=body.acknowledge,
+            remark=body.remark,
+            actor=principal.username,
+            now=ctx.clock.now(),
+            settings=ctx.settings,
+            fix=fixes.request_fix,
+            verify=service.verify,
+            handle=service.handle,
         )
-    return {
-        "results": [
-            {
-                "id": o.id,
-                "ok": o.ok,
-                "error": None if o.error is None else {"code": o.error.code, "message": o.error.message},
-            }
-            for o in outcomes
-        ]
-    }
 
 
 @router.get("/baseline/export")

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from hostward.core.clock import as_utc
 from hostward.manager.agentlink.ingest import EventRejected, register
+from hostward.manager.agentlink.recordfields import text_field, time_field
 from hostward.manager.loginsec.abnormal import evaluate_login
 from hostward.manager.loginsec.models import BlockedIp
 from hostward.manager.loginsec.netlist import display
@@ -31,38 +32,17 @@ from hostward.wire import RecordEvent
 ACTIONS = ("blocked", "unblocked", "expired")
 
 
-def _text(data: dict[str, Any], key: str, limit: int, *, required: bool = False) -> str:
-    value = data.get(key)
-    if value is None or value == "":
-        if required:
-            raise EventRejected(f"{key} is required")
-        return ""
-    if not isinstance(value, str):
-        raise EventRejected(f"{key} must be text")
-    return value[:limit]
-
-
-def _when(data: dict[str, Any], key: str) -> datetime | None:
-    value = data.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(str(value)))
-    except ValueError as exc:
-        raise EventRejected(f"{key}: not an ISO date-time") from exc
-
-
 @register("blocked_ip")
 def on_blocked_ip(session: Session, server: Server, event: RecordEvent, now: datetime) -> None:
     data = event.data
-    action = _text(data, "action", 16, required=True)
+    action = text_field(data, "action", 16, required=True)
     if action not in ACTIONS:
         raise EventRejected(f"action must be one of {', '.join(ACTIONS)}")
     try:
-        source = display(_text(data, "network", 64, required=True))
+        source = display(text_field(data, "network", 64, required=True))
     except ValueError as exc:
         raise EventRejected(f"network: {exc}") from exc
-    service = _text(data, "service", 32) or "sshd"
+    service = text_field(data, "service", 32) or "sshd"
     at = min(as_utc(event.occurred_at), now)
     if action == "blocked":
         _blocked(session, server, data, source, service, at)
@@ -84,7 +64,7 @@ def _blocked(
         row = BlockedIp(
             server_id=server.id,
             source=source,
-            network=_text(data, "network", 64),
+            network=text_field(data, "network", 64),
             service=service,
             times_blocked=0,
             first_blocked_at=at,
@@ -96,8 +76,8 @@ def _blocked(
     row.times_blocked += 1
     row.status = "blocked"
     row.latest_blocked_at = at
-    row.expires_at = _when(data, "until")
-    row.reason = _text(data, "reason", 255)
+    row.expires_at = time_field(data, "until")
+    row.reason = text_field(data, "reason", 255)
     row.attempts = int(attempts) if isinstance(attempts, int) and attempts >= 0 else 0
     row.users = users
     row.unblocked_at = None
@@ -111,7 +91,7 @@ def _blocked(
 def _unblocked(
     session: Session, server: Server, data: dict[str, Any], source: str, action: str, at: datetime
 ) -> None:
-    wanted_id = _text(data, "blocked_ip_id", 36)
+    wanted_id = text_field(data, "blocked_ip_id", 36)
     stmt = select(BlockedIp).where(BlockedIp.server_id == server.id, BlockedIp.status != "unblocked")
     stmt = stmt.where(BlockedIp.id == wanted_id if wanted_id else BlockedIp.source == source)
     for row in session.scalars(stmt).all():
@@ -119,22 +99,22 @@ def _unblocked(
             continue  # the source was blocked again after this unblock
         row.status = "unblocked"
         row.unblocked_at = at
-        row.unblock_reason = "expired" if action == "expired" else (_text(data, "by", 32) or "manual")
+        row.unblock_reason = "expired" if action == "expired" else (text_field(data, "by", 32) or "manual")
         row.updated_at = at
 
 
 @register("login")
 def on_login(session: Session, server: Server, event: RecordEvent, now: datetime) -> None:
     data = event.data
-    address = _text(data, "address", 64, required=True)
+    address = text_field(data, "address", 64, required=True)
     evaluate_login(
         session,
         server,
         address=address,
-        user=_text(data, "user", 64) or None,
-        service=_text(data, "service", 32) or "sshd",
-        method=_text(data, "method", 32) or None,
-        login_time=min(_when(data, "login_time") or as_utc(event.occurred_at), now),
+        user=text_field(data, "user", 64) or None,
+        service=text_field(data, "service", 32) or "sshd",
+        method=text_field(data, "method", 32) or None,
+        login_time=min(time_field(data, "login_time") or as_utc(event.occurred_at), now),
         key=event.key,
         now=now,
     )

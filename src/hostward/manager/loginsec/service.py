@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hostward.core.errors import Conflict, HostwardError, Invalid, NotFound
@@ -30,6 +30,7 @@ from hostward.manager.loginsec.models import (
 )
 from hostward.manager.loginsec.netlist import display, parse_items, split_items
 from hostward.manager.policies import service as policies
+from hostward.manager.servers import listing
 from hostward.manager.servers.models import Server
 from hostward.manager.settings_store import service as global_settings
 
@@ -94,33 +95,19 @@ def list_blocked(
     offset: int = 0,
     limit: int = 50,
 ) -> tuple[list[tuple[BlockedIp, str]], int]:
-    stmt = select(BlockedIp, Server.name).join(Server, Server.id == BlockedIp.server_id)
-    if server_id:
-        stmt = stmt.where(BlockedIp.server_id == server_id)
-    if region:
-        stmt = stmt.where(Server.region == region)
+    stmt = listing.with_server(BlockedIp, server_id=server_id, region=region)
     if status:
-        if status not in BLOCK_STATUSES:
-            raise Invalid(f"status must be one of {', '.join(BLOCK_STATUSES)}")
-        stmt = stmt.where(BlockedIp.status == status)
+        stmt = stmt.where(BlockedIp.status == listing.one_of(status, BLOCK_STATUSES, "status"))
     if service:
         stmt = stmt.where(BlockedIp.service == service)
     if q:
         like = f"%{q.strip()}%"
         stmt = stmt.where(or_(BlockedIp.source.ilike(like), Server.name.ilike(like)))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.execute(
-        stmt.order_by(BlockedIp.latest_blocked_at.desc(), BlockedIp.id).offset(offset).limit(limit)
-    ).all()
-    return [(b, n) for b, n in rows], total
+    return listing.page(session, stmt, (BlockedIp.latest_blocked_at.desc(), BlockedIp.id), offset, limit)
 
 
 def blocked_counts(session: Session, region: str | None = None) -> dict[str, int]:
-    stmt = select(BlockedIp.status, func.count()).join(Server, Server.id == BlockedIp.server_id)
-    if region:
-        stmt = stmt.where(Server.region == region)
-    counts = {str(k): int(v) for k, v in session.execute(stmt.group_by(BlockedIp.status))}
-    return {s: counts.get(s, 0) for s in BLOCK_STATUSES}
+    return listing.counts_by(session, BlockedIp.status, BLOCK_STATUSES, region)
 
 
 def get_blocked(session: Session, blocked_id: str) -> BlockedIp:

@@ -5,8 +5,9 @@ settling fixes whose command the agent refused, let expire or never answered."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,59 @@ class FixRow(Protocol):
 
 
 Row = TypeVar("Row", bound=FixRow)
+
+
+def results_out(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
+    """Each id's outcome as the handle endpoints answer it: ``id``, ``ok`` and ``error`` (``code`` and
+    ``message``, or null)."""
+    return [
+        {
+            "id": o.id,
+            "ok": o.ok,
+            "error": None if o.error is None else {"code": o.error.code, "message": o.error.message},
+        }
+        for o in outcomes
+    ]
+
+
+def scans_out(scans: Iterable[Any]) -> list[dict[str, Any]]:
+    """The scans a ``verify`` started, as the handle endpoints answer them."""
+    return [{"id": s.id, "server_id": s.server_id, "status": s.status} for s in scans]
+
+
+@dataclass
+class FixRequest:
+    """What a fix request did: each id's outcome (in the order asked) and the last command queued per
+    server (server id -> command id)."""
+
+    outcomes: list[Outcome]
+    commands: dict[str, str]
+
+
+def handle_action(
+    session: Session,
+    ids: list[str],
+    action: str,
+    *,
+    acknowledge: bool,
+    remark: str,
+    actor: str,
+    now: datetime,
+    settings: ManagerSettings,
+    fix: Callable[..., FixRequest],
+    verify: Callable[..., list[Any]],
+    handle: Callable[..., list[Outcome]],
+) -> dict[str, Any]:
+    """What a risk list's handle endpoint answers: ``fix`` the rows (``results`` and the ``commands`` per
+    server), ``verify`` them (the ``scans`` started) or any other action through ``handle`` (``results``)."""
+    if action == "fix":
+        request = fix(
+            session, ids, acknowledge=acknowledge, remark=remark, actor=actor, now=now, settings=settings
+        )
+        return {"results": results_out(request.outcomes), "commands": request.commands}
+    if action == "verify":
+        return {"scans": scans_out(verify(session, ids, actor=actor, now=now, settings=settings))}
+    return {"results": results_out(handle(session, ids, action, remark=remark, actor=actor, now=now))}
 
 
 def check_request(acknowledge: bool, warning: str, ids: list[str], field: str, limit: int) -> None:

@@ -12,7 +12,6 @@ also the vulnerability's handling history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from hostward.manager.agentlink import service as agentlink
 from hostward.manager.audit import service as audit
 from hostward.manager.audit.models import AuditRecord
 from hostward.manager.risk.fixes import (
+    FixRequest,
     check_request,
     choose,
     mark_fixing,
@@ -37,7 +37,7 @@ from hostward.manager.servers.models import Server
 from hostward.manager.settings import ManagerSettings
 from hostward.manager.vulns.models import VulnFinding
 from hostward.manager.vulns.schemas import FixRecord
-from hostward.manager.vulns.service import MAX_HANDLE, Outcome, check_vuln_id, get_finding
+from hostward.manager.vulns.service import MAX_HANDLE, check_vuln_id, get_finding
 
 FIX_COMMAND = "vuln_fix"
 FIX_TOPIC = "vuln_fix"
@@ -47,12 +47,6 @@ FIX_STALE = timedelta(hours=2)
 # A fix waits this long for an offline agent before the command expires.
 FIX_COMMAND_TTL = timedelta(hours=1)
 MAX_ALIAS_ROWS = 200
-
-
-@dataclass
-class FixRequest:
-    outcomes: list[Outcome]
-    commands: dict[str, str]  # server id -> command id
 
 
 def _server_ready(server: Server | None, now: datetime, settings: ManagerSettings) -> Server:

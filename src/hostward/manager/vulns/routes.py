@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from hostward.core.errors import Invalid, NotFound
 from hostward.manager.deps import Admin, Ctx, Operator, Reader
+from hostward.manager.risk.fixes import handle_action
 from hostward.manager.schemas_common import Page, paging
 from hostward.manager.vulns import exports, feeds, fixes, schedule, service
 from hostward.manager.vulns.schemas import (
@@ -20,7 +21,6 @@ from hostward.manager.vulns.schemas import (
     FeedPathIn,
     FindingOut,
     HandleIn,
-    HandleResult,
     HistoryOut,
     ScanSettings,
     ServerVulnsOut,
@@ -209,44 +209,25 @@ def get_finding(finding_id: str, _p: Reader, ctx: Ctx) -> FindingOut:
         return finding_out(row, server.name if server else "")
 
 
-def _results(outcomes: list[service.Outcome]) -> list[HandleResult]:
-    return [
-        HandleResult(
-            id=o.id,
-            ok=o.ok,
-            error=None if o.error is None else {"code": o.error.code, "message": o.error.message},
-        )
-        for o in outcomes
-    ]
-
-
 @router.post("/vulns/findings/handle")
 def handle_findings(body: HandleIn, principal: Operator, ctx: Ctx) -> dict[str, Any]:
     """``ignore`` / ``unignore`` findings (each succeeds or fails on its own); ``fix`` them with the
     agent's package manager (``acknowledge`` required; the findings are ``fixing`` until the agent
     reports each package fixed or failed); ``verify`` (rescan their servers)."""
-    now = ctx.clock.now()
     with ctx.uow() as session:
-        if body.action == "fix":
-            request = fixes.request_fix(
-                session,
-                body.finding_ids,
-                acknowledge=body.acknowledge,
-                remark=body.remark,
-                actor=principal.username,
-                now=now,
-                settings=ctx.settings,
-            )
-            return {"results": _results(request.outcomes), "commands": request.commands}
-        if body.action == "verify":
-            scans = fixes.verify(
-                session, body.finding_ids, actor=principal.username, now=now, settings=ctx.settings
-            )
-            return {"scans": [{"id": s.id, "server_id": s.server_id, "status": s.status} for s in scans]}
-        outcomes = service.handle(
-            session, body.finding_ids, body.action, remark=body.remark, actor=principal.username, now=now
+        return handle_action(
+            session,
+            body.finding_ids,
+            body.action,
+            acknowledge=body.acknowledge,
+            remark=body.remark,
+            actor=principal.username,
+            now=ctx.clock.now(),
+            settings=ctx.settings,
+            fix=fixes.request_fix,
+            verify=fixes.verify,
+            handle=service.handle,
         )
-    return {"results": _results(outcomes)}
 
 
 @router.get("/vulns/export")

@@ -180,12 +180,6 @@ class HistoryOut(ApiModel):
     detail: dict[str, Any]
 
 
-class HandleResult(BaseModel):
-    id: str
-    ok: bool
-    error: dict[str, str] | None = None
-
-
 class WhitelistIn(BaseModel):
     vuln_id: str = Field(min_length=1, max_length=128)
     server_ids: list[str] | None = Field(default=None, max_length=1000, description="None = all servers")

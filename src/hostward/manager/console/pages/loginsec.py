@@ -4,17 +4,18 @@ actions (add to login whitelist, unblock)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from hostward.core.errors import Invalid
+from hostward.manager.console.listing import list_page
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
-    Pager,
     User,
     ctx_of,
     current_region,
@@ -50,37 +51,25 @@ def blocked_ips_page(
     server_id: Filter = None,
     q: Filter = None,
 ) -> Response:
-    ctx = ctx_of(request)
-    region = current_region(request)
-    pager = Pager.of(request)
     filters = {"status": opt(status), "service": opt(service), "server_id": opt(server_id), "q": opt(q)}
-    with ctx.uow() as session:
-        rows, pager.total = loginsec.list_blocked(
-            session,
-            region=region,
-            status=filters["status"],
-            service=filters["service"],
-            server_id=filters["server_id"],
-            q=filters["q"],
-            offset=pager.offset,
-            limit=pager.size,
-        )
-        errors = {r.id: loginsec.unblock_error(session, r) for r, _ in rows}
-        return render(
-            request,
-            session,
-            user,
-            "blocked_ips.html",
-            active="blocked_ips",
-            title="Blocked IPs",
-            rows=rows,
-            errors=errors,
-            pager=pager,
-            filters=filters,
-            statuses=BLOCK_STATUSES,
-            counts=loginsec.blocked_counts(session, region),
-            filter_server=session.get(Server, filters["server_id"]) if filters["server_id"] else None,
-        )
+
+    def extras(session: Session, region: str | None, rows: list[tuple[Any, str]]) -> dict[str, Any]:
+        return {
+            "errors": {r.id: loginsec.unblock_error(session, r) for r, _ in rows},
+            "statuses": BLOCK_STATUSES,
+            "counts": loginsec.blocked_counts(session, region),
+        }
+
+    return list_page(
+        request,
+        user,
+        filters,
+        loginsec.list_blocked,
+        extras,
+        template="blocked_ips.html",
+        active="blocked_ips",
+        title="Blocked IPs",
+    )
 
 
 @router.post("/blocked-ips/unblock")
