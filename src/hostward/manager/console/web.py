@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Depends, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -95,6 +95,11 @@ def _poster(role: str) -> Any:
 FormReader = Annotated[Principal, Depends(_poster("readonly"))]
 FormOperator = Annotated[Principal, Depends(_poster("operator"))]
 FormAdmin = Annotated[Principal, Depends(_poster("admin"))]
+
+# Parameter types every page uses: a list filter from the query string (pages with a tighter limit
+# declare their own) and the form field naming the page to go back to.
+Filter = Annotated[str | None, Query(max_length=256)]
+Next = Annotated[str, Form(max_length=2000)]
 
 
 def current_region(request: Request) -> str | None:

@@ -15,6 +15,7 @@ from hostward.manager.auth.service import Principal
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
+    Next,
     User,
     ctx_of,
     current_region,
@@ -25,7 +26,6 @@ from hostward.manager.console.web import (
 )
 
 router = APIRouter()
-Next = Annotated[str, Form(max_length=2000)]
 
 
 def _fingerprint(request: Request) -> tuple[str | None, str]:

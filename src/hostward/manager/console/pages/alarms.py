@@ -18,6 +18,7 @@ from hostward.manager.console.pages.malware import threat_evidence
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -35,7 +36,6 @@ from hostward.wire.alarms import SEVERITIES
 router = APIRouter()
 
 Filter = Annotated[str | None, Query(max_length=128)]
-Next = Annotated[str, Form(max_length=2000)]
 UNDO = {
     "mark_as_handled": "unhandle",
     "ignore": "do_not_ignore",

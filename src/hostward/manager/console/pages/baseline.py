@@ -12,7 +12,9 @@ from hostward.core.errors import Invalid
 from hostward.manager.baseline import service
 from hostward.manager.console.web import (
     PREFIX,
+    Filter,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -26,8 +28,6 @@ from hostward.manager.servers.models import Server
 
 router = APIRouter()
 
-Filter = Annotated[str | None, Query(max_length=256)]
-Next = Annotated[str, Form(max_length=2000)]
 PAGE = PREFIX + "/baseline"
 MAX_IDS = 500
 SEVERITY_BADGES = {

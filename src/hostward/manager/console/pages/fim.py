@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from hostward.core.errors import Invalid
 from hostward.manager.console.web import (
     PREFIX,
+    Filter,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -28,8 +30,6 @@ from hostward.manager.servers.models import Server
 
 router = APIRouter()
 
-Filter = Annotated[str | None, Query(max_length=256)]
-Next = Annotated[str, Form(max_length=2000)]
 HOSTS_SHOWN = 50
 MAX_ACCEPT_IDS = 500
 

@@ -16,6 +16,7 @@ from hostward.manager.console.listing import list_page
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
+    Next,
     User,
     ctx_of,
     current_region,
@@ -35,7 +36,6 @@ from hostward.manager.servers.models import Server
 router = APIRouter()
 
 Filter = Annotated[str | None, Query(max_length=128)]
-Next = Annotated[str, Form(max_length=2000)]
 CONFIG = PREFIX + "/security-config"
 
 

@@ -11,14 +11,13 @@ from pydantic import ValidationError
 
 from hostward.core.errors import Invalid
 from hostward.manager.audit import service as audit
-from hostward.manager.console.web import PREFIX, FormAdmin, User, ctx_of, redirect, render, safe_next
+from hostward.manager.console.web import PREFIX, FormAdmin, Next, User, ctx_of, redirect, render, safe_next
 from hostward.manager.notify import service, settings
 from hostward.wire.alarms import ALARM_CLASSES, SEVERITIES
 
 router = APIRouter()
 
 PAGE = PREFIX + "/notifications"
-Next = Annotated[str, Form(max_length=2000)]
 Short = Annotated[str, Form(max_length=2000)]
 
 

@@ -13,6 +13,7 @@ from hostward.manager.console.settings_form import fields_for, parse_form
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
+    Next,
     User,
     ctx_of,
     current_region,
@@ -25,7 +26,6 @@ from hostward.manager.policies.registry import POLICY_SPECS
 from hostward.manager.servers import service as servers
 
 router = APIRouter()
-Next = Annotated[str, Form(max_length=2000)]
 APPLY_LIST_LIMIT = 200
 
 

@@ -14,6 +14,7 @@ from hostward.manager.console.web import (
     PREFIX,
     FormAdmin,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -31,7 +32,6 @@ from hostward.manager.settings_store import service as global_settings
 router = APIRouter()
 
 Filter = Annotated[str | None, Query(max_length=64)]
-Next = Annotated[str, Form(max_length=2000)]
 
 
 @router.get("/quotas")

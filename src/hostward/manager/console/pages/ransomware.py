@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -13,7 +13,9 @@ from hostward.core.errors import Invalid
 from hostward.manager.console.pages.wtp import split_list
 from hostward.manager.console.web import (
     PREFIX,
+    Filter,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -28,8 +30,6 @@ from hostward.manager.servers.models import Server
 
 router = APIRouter()
 
-Filter = Annotated[str | None, Query(max_length=256)]
-Next = Annotated[str, Form(max_length=2000)]
 Id = Annotated[str, Form(max_length=64)]
 Long = Annotated[str, Form(max_length=20000)]
 STATES = {

@@ -13,6 +13,7 @@ from hostward.manager.console.pages.servers import idle_by_region
 from hostward.manager.console.web import (
     PREFIX,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -40,7 +41,6 @@ ASSET_TABS = {
     "autostart": ("Auto-start items", ("name", "type", "path", "user", "sha256")),
     "kernel_modules": ("Kernel modules", ("name", "size", "used_by", "path")),
 }
-Next = Annotated[str, Form(max_length=2000)]
 
 
 def _matches(item: dict[str, Any], needle: str) -> bool:

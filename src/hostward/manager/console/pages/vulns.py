@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from sqlalchemy import select
 
 from hostward.core.errors import Invalid
 from hostward.manager.console.web import (
     PREFIX,
+    Filter,
     FormAdmin,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -32,8 +34,6 @@ from hostward.manager.vulns.schemas import ScanSettings
 
 router = APIRouter()
 
-Filter = Annotated[str | None, Query(max_length=256)]
-Next = Annotated[str, Form(max_length=2000)]
 PAGE = PREFIX + "/vulnerabilities"
 MAX_IDS = 500
 SEVERITY_BADGES = {

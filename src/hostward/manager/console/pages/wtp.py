@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -14,7 +14,9 @@ from sqlalchemy import select
 from hostward.core.errors import Invalid
 from hostward.manager.console.web import (
     PREFIX,
+    Filter,
     FormOperator,
+    Next,
     Pager,
     User,
     ctx_of,
@@ -32,8 +34,6 @@ from hostward.manager.wtp.schemas import WtpConfigIn
 
 router = APIRouter()
 
-Filter = Annotated[str | None, Query(max_length=256)]
-Next = Annotated[str, Form(max_length=2000)]
 Short = Annotated[str, Form(max_length=256)]
 Long = Annotated[str, Form(max_length=20000)]
 SERVERS_SHOWN = 200
