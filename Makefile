@@ -13,8 +13,8 @@ BENCH_ARGS ?=
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes (or the venv is new).
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or the C accelerators change (or the venv is new).
+$(STAMP): pyproject.toml setup.py $(wildcard src/native/*.c)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	@touch $@
@@ -43,4 +43,5 @@ bench: install
 # Removes build outputs, caches and the virtualenv; never the manager data in .hostward/.
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete
 	find . -name __pycache__ -type d -prune -not -path './.hostward/*' -exec rm -rf {} +

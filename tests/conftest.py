@@ -21,7 +21,7 @@ from hostward.manager.context import ManagerContext
 from hostward.manager.db import migrate
 from hostward.manager.settings import ManagerSettings
 
-CAPABILITIES = ("root", "netns", "nft", "postgres", "browser")
+CAPABILITIES = ("root", "netns", "nft", "postgres", "browser", "native")
 PG_ADMIN_URL = os.environ.get("HOSTWARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -71,10 +71,24 @@ def _probe(capability: str) -> tuple[bool, str]:
         except ImportError:
             has_pw = False
         result = (has_pw and Path(chromium).exists(), f"needs playwright and Chromium at {chromium}")
+    elif capability == "native":
+        from hostward import native
+
+        missing = [name for name in native.MODULES if _native_module(name) is None]
+        result = (not missing, f"C accelerators not built: {', '.join(missing)} (see setup.py)")
     else:
         raise ValueError(f"unknown capability {capability}")
     _probe_cache[capability] = result
     return result
+
+
+def _native_module(name: str) -> object | None:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def _pg_available() -> bool:
