@@ -56,10 +56,13 @@ def canonical(text: str) -> str:
     return str(addr)
 
 
-def run_ours(path: Path, state_dir: Path) -> tuple[float, float, Counter[str], Counter[str], dict[str, int]]:
+def run_ours(
+    path: Path, state_dir: Path
+) -> tuple[float, float, Counter[str], Counter[str], dict[str, int], bool]:
     """Read and parse the whole file the way the agent does — the log tailer's ``read_text`` (reads of
     up to 8 MiB, one decode per read, offsets kept) into ``LogParser.parse_text`` — and return (wall s,
-    CPU s, fail2ban-form failures per address, all failures per address, parser counters). The timed
+    CPU s, fail2ban-form failures per address, all failures per address, parser counters, whether the C
+    scanner ran; ``HOSTWARD_NO_NATIVE=1`` measures the pure-Python path). The timed
     loop keeps what the parser hands the brute-force detector — one event row per recognised line, as
     ``fail2ban-regex -o ip`` keeps one record per failure — and counting per address happens after the
     clock stops, as for fail2ban's output."""
@@ -86,7 +89,7 @@ def run_ours(path: Path, state_dir: Path) -> tuple[float, float, Counter[str], C
         failures[address] += 1
         if pattern in F2B_EQUIVALENT or (pattern == "sshd-failed-publickey" and method == "none"):
             equivalent[address] += 1
-    return wall, cpu, equivalent, failures, parser.counters.as_dict()
+    return wall, cpu, equivalent, failures, parser.counters.as_dict(), parser.native
 
 
 def run_fail2ban(path: Path, out_path: Path) -> tuple[float, float, Counter[str]]:
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
 
         f2b_s, f2b_cpu, f2b = run_fail2ban(log, tmp / "f2b-ips.txt")
-        ours_s, ours_cpu, ours_equiv, ours_all, counters = run_ours(log, tmp / "state")
+        ours_s, ours_cpu, ours_equiv, ours_all, counters, native = run_ours(log, tmp / "state")
 
         truth_sshd = Counter({canonical(k): v for k, v in truth.f2b_sshd.items()})
         truth_session = Counter({canonical(k): v for k, v in truth.f2b_session.items()})
@@ -168,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{TARGET_RATIO:.0f}x); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
         print(f"our counters: {counters}")
+        print(
+            "our parser: "
+            + ("C scanner (PCRE2 JIT, hostward.agent.detectors._logscan)" if native else "pure Python")
+            + ("; HOSTWARD_NO_NATIVE is set" if os.environ.get("HOSTWARD_NO_NATIVE") else "")
+        )
         print(
             f"per address: {same:,} of {len(addresses):,} addresses have identical counts; "
             f"{explained:,} of {len(addresses):,} differ by exactly their sshd-session lines "

@@ -30,6 +30,7 @@ from hostward.agent.fim.config import WatchRoot
 from hostward.agent.fim.model import KEY, Row, stat_key, unpack_stat_key
 
 SCHEMA_VERSION = 2
+PAGE_SIZE = 16384  # of a new baseline and of part files (any page size reads the same)
 # The seven stat fields live in one packed BLOB (``scan.stat_key``): a quick check loads just that per
 # path, and binding/reading 7 columns instead of 13 makes writing and loading a baseline much cheaper.
 _COLUMNS = "path, statkey, sha256, flags, xattrs, target, error"
@@ -111,6 +112,7 @@ def write_part(directory: str, rows: list[Row], owner: int) -> str:
     os.close(fd)
     conn = sqlite3.connect(part, isolation_level=None)
     try:
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN")
@@ -171,6 +173,8 @@ class BaselineWriter:
         self.part_dir = str(self.directory)
         self._conn: sqlite3.Connection | None = _connect(tmp)
         conn = self._conn
+        # Larger pages: a quarter less B-tree work when the parts of a forked scan are merged in.
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: merged parts do not push pages out again

@@ -4,6 +4,10 @@
 workers) and lists one directory at a time (``directory``). ``threaded`` walks with several threads and
 hashes in the scanner's thread pool; ``forked`` (its own module) shares subtrees out to child processes,
 whose walks hash each file as it is listed (``Walk.inline``).
+
+With the C accelerator (``PathReader.native``) a directory is listed, quick-checked against the recorded
+stat keys and its files recorded in one call each (``_entries``); without it, ``os.scandir`` and
+``_scan_file`` do the same file by file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import queue
 import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Set
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from hostward.agent.fim.config import RootSet, WatchRoot
@@ -234,6 +239,9 @@ class Walk:
             if not (root.recursive or dpath == root.path):
                 return
             prefix = dpath + b"/" if dpath != b"/" else b"/"
+            if s.native is not None:
+                self._entries(root, dfd, prefix, push, batch, s.native)
+                return
             with os.scandir(dfd) as it:
                 for e in it:
                     name = e.name.encode(FS_ENCODING, FS_ERRORS)
@@ -286,3 +294,63 @@ class Walk:
             return  # directory vanished while listing
         finally:
             os.close(dfd)
+
+    def _entries(
+        self,
+        root: WatchRoot,
+        dfd: int,
+        prefix: bytes,
+        push: Callable[[bytes], None],
+        batch: list[bytes],
+        fast: ModuleType,
+    ) -> None:
+        """``directory``'s loop over the entries with the C accelerator: the directory is listed, the
+        regular files are compared with their recorded keys and recorded, each in one call."""
+        s = self.s
+        out = self.out
+        files, dirs, others = fast.listdir(dfd)
+        rootset = self.rootset
+        nested = len(rootset) > 1
+        if root.ignore or nested:
+            ignored = root.ignored if root.ignore else None
+
+            def kept(names: list[bytes]) -> list[bytes]:
+                return [
+                    n
+                    for n in names
+                    if not (ignored is not None and ignored(prefix + n))
+                    and not (nested and prefix + n in rootset)
+                ]
+
+            files, dirs, others = kept(files), kept(dirs), kept(others)
+        for name in dirs:
+            path = prefix + name
+            if root.recursive:
+                push(path)
+            else:
+                row = s._scan_dir_entry(path)
+                if row is not None:
+                    out[path] = row
+        quick = self.keys is not None
+        for name in others:
+            path = prefix + name
+            try:
+                est = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not (quick and self.same(path, est)):
+                out[path] = s._scan_other(path, est)
+        if quick and files:
+            files = fast.moved(dfd, prefix, files, self.keys, self.racy, self.unchanged)
+        if not files:
+            return
+        if self.inline:
+            if self._buf is None:
+                self._buf = bytearray(CHUNK)
+            for row in s.record_files(dfd, prefix, files, self._buf):
+                out[row[0]] = row
+            return
+        batch += [prefix + name for name in files]
+        while len(batch) >= BATCH:
+            self.flush_batch(batch[:BATCH])
+            del batch[:BATCH]
