@@ -633,11 +633,6 @@ static PyObject *fim_listdir(PyObject *self, PyObject *args) {
     return out;
 }
 
-PyDoc_STRVAR(stat_keys_doc,
-             "stat_keys(dir_fd, names) -> list[bytes | None]\n\n"
-             "model.KEY of lstat(name) for each of ``names`` (relative to ``dir_fd``): inode, size, mtime,\n"
-             "ctime (ns), mode, uid, gid packed little-endian; None where lstat fails (vanished).");
-
 static void put_le(unsigned char *p, unsigned long long v, int n) {
     for (int i = 0; i < n; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
@@ -661,34 +656,6 @@ static void pack_keys(int dir_fd, PyObject *names, unsigned char *keys, Py_ssize
         put_le(k + 36, st.st_uid, 4);
         put_le(k + 40, st.st_gid, 4);
     }
-}
-
-
-static PyObject *fim_stat_keys(PyObject *self, PyObject *args) {
-    int dir_fd;
-    PyObject *names_arg;
-    if (!PyArg_ParseTuple(args, "iO:stat_keys", &dir_fd, &names_arg)) return NULL;
-    PyObject *names = bytes_tuple(names_arg);
-    if (names == NULL) return NULL;
-    Py_ssize_t count = PyTuple_GET_SIZE(names);
-    unsigned char *keys = PyMem_Malloc(count ? (size_t)count * (KEY_SIZE + 1) : 1);
-    if (keys == NULL) {
-        Py_DECREF(names);
-        return PyErr_NoMemory();
-    }
-    Py_BEGIN_ALLOW_THREADS
-    pack_keys(dir_fd, names, keys, count);
-    Py_END_ALLOW_THREADS
-    PyObject *out = PyList_New(count);
-    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
-        unsigned char *k = keys + (size_t)i * (KEY_SIZE + 1);
-        PyObject *key = k[KEY_SIZE] ? PyBytes_FromStringAndSize((const char *)k, KEY_SIZE) : Py_NewRef(Py_None);
-        if (key == NULL) Py_CLEAR(out);
-        else PyList_SET_ITEM(out, i, key);
-    }
-    PyMem_Free(keys);
-    Py_DECREF(names);
-    return out;
 }
 
 PyDoc_STRVAR(moved_doc,
@@ -767,7 +734,6 @@ fail:
 
 static PyMethodDef methods[] = {
     {"moved", fim_moved, METH_VARARGS, moved_doc},
-    {"stat_keys", fim_stat_keys, METH_VARARGS, stat_keys_doc},
     {"record", fim_record, METH_VARARGS, record_doc},
     {"listdir", fim_listdir, METH_VARARGS, listdir_doc},
     {NULL, NULL, 0, NULL},

@@ -1,7 +1,7 @@
 /* hostward.agent.detectors._logscan: the login-log chunk parser's hot loop, in C.
  *
  * The pure-Python twin is LogParser._parse_chunk (logparse.py); this module gives the same rows, line
- * starts and counters for a chunk, only faster. The chunk regex comes rewritten by logparse.scanner_regex
+ * starts and counters for a chunk, only faster. The chunk regex comes rewritten by logscanner.scanner_regex
  * (PCRE2 syntax where it differs; few capture groups; a mark (*:N) after each of Python's named groups,
  * N its number, so the last mark passed is Python's lastindex) and is compiled with PCRE2 and its JIT.
  *

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hostward.agent.detectors.logcompile import CompiledPatterns
-from hostward.agent.detectors.logparse import LogParser, make_scanner, native_scanner, scanner_regex
+from hostward.agent.detectors.logparse import LogParser
 from hostward.agent.detectors.logpatterns import load_patterns
+from hostward.agent.detectors.logscanner import make_scanner, native_scanner, scanner_regex
 from tests.conftest import need
 
 NOW = 1_764_590_400.0  # 2025-12-01 12:00 UTC

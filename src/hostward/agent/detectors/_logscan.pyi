@@ -9,7 +9,7 @@ UNMATCHED: int
 SLOW: int
 
 class Scanner:
-    """The chunk regex rewritten for PCRE2 (``logparse.scanner_regex``), compiled with the JIT, and its
+    """The chunk regex rewritten for PCRE2 (``logscanner.scanner_regex``), compiled with the JIT, and its
     table: per Python group number an int code or ``(kind, service, pattern, counting, numbers)``."""
 
     jit: bool

@@ -251,12 +251,7 @@ class Walk:
                     if nested and path in rootset:
                         continue  # scanned as its own root
                     if e.is_dir(follow_symlinks=False):
-                        if root.recursive:
-                            push(path)
-                        else:
-                            row = s._scan_dir_entry(path)
-                            if row is not None:
-                                out[path] = row
+                        self._subdirectory(root, path, push)
                     elif e.is_file(follow_symlinks=False):
                         if quick:
                             # Inlined ``same()``: this is the per-file cost of a quick check.
@@ -295,6 +290,16 @@ class Walk:
         finally:
             os.close(dfd)
 
+    def _subdirectory(self, root: WatchRoot, path: bytes, push: Callable[[bytes], None]) -> None:
+        """A directory found in a listing: walked next when its root is recursive, else recorded as an
+        entry."""
+        if root.recursive:
+            push(path)
+        else:
+            row = self.s._scan_dir_entry(path)
+            if row is not None:
+                self.out[path] = row
+
     def _entries(
         self,
         root: WatchRoot,
@@ -324,13 +329,7 @@ class Walk:
 
             files, dirs, others = kept(files), kept(dirs), kept(others)
         for name in dirs:
-            path = prefix + name
-            if root.recursive:
-                push(path)
-            else:
-                row = s._scan_dir_entry(path)
-                if row is not None:
-                    out[path] = row
+            self._subdirectory(root, prefix + name, push)
         quick = self.keys is not None
         for name in others:
             path = prefix + name
